@@ -1,0 +1,50 @@
+"""The one place where engine errors become HTTP responses."""
+
+from __future__ import annotations
+
+import logging
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+
+from stepstream import (
+    ConflictError,
+    NotFoundError,
+    StepstreamError,
+    StorageError,
+    WorkflowInvalidError,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _json(status: int, body: dict[str, object]) -> Response:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+
+
+def install(app: APIGatewayHttpResolver) -> None:
+    """Map the engine's errors to statuses on ``app``; anything else is a logged 500."""
+
+    @app.exception_handler(WorkflowInvalidError)
+    def invalid_workflow(exc: WorkflowInvalidError) -> Response:
+        logger.info("workflow rejected", extra={"problems": str(exc)})
+        errors = [problem.as_dict() for problem in exc.problems]
+        return _json(422, {"detail": f"invalid workflow: {exc}", "errors": errors})
+
+    @app.exception_handler(NotFoundError)
+    def not_found(exc: NotFoundError) -> Response:
+        logger.info("not found", extra={"kind": exc.kind, "key": exc.key})
+        return _json(404, {"detail": str(exc)})
+
+    @app.exception_handler(ConflictError)
+    def conflict(exc: ConflictError) -> Response:
+        return _json(409, {"detail": str(exc)})
+
+    @app.exception_handler(StorageError)
+    def storage(exc: StorageError) -> Response:
+        logger.warning("storage unavailable", extra={"error": str(exc)})
+        return _json(503, {"detail": "storage is unavailable; try again"})
+
+    @app.exception_handler(StepstreamError)
+    def other(exc: StepstreamError) -> Response:
+        logger.warning("request refused", extra={"error": str(exc)})
+        return _json(400, {"detail": str(exc)})

@@ -1,0 +1,134 @@
+"""API function: HTTP API (API Gateway v2) events in, the workflow and run routes out."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from typing import Annotated, Any
+
+import api_errors
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import BadRequestError
+from aws_lambda_powertools.event_handler.openapi.params import Query
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, Field
+
+from stepstream import Engine, Settings, run_view, workflow_view
+
+logger = Logger(service="stepstream-api")
+app = APIGatewayHttpResolver(enable_validation=True)
+app.enable_swagger(path="/docs", title="Stepstream API", version="0.1.0")
+api_errors.install(app)
+
+
+class WorkflowCreate(BaseModel):
+    """A workflow to register."""
+
+    yaml_content: str = Field(description="The workflow's YAML text")
+
+
+class RunInput(BaseModel):
+    """A run's input; steps read it as ``{trigger.body...}``."""
+
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+@cache
+def engine() -> Engine:
+    """The process's engine, built on first use from the function's environment."""
+    return Engine(Settings.from_env())
+
+
+def _created(body: dict[str, Any], status: int = 201) -> Response:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+
+
+@app.get("/health")
+def health() -> dict[str, str]:
+    """Liveness: the function answers."""
+    return {"status": "ok"}
+
+
+@app.get("/openapi.json")
+def openapi() -> Response:
+    """The OpenAPI document of this API."""
+    body = app.get_openapi_json_schema(title="Stepstream API", version="0.1.0")
+    return Response(200, content_types.APPLICATION_JSON, body)
+
+
+@app.post("/api/v1/workflows")
+def create_workflow(body: WorkflowCreate) -> Response:
+    """Register a workflow from its YAML text."""
+    return _created(workflow_view(engine().register_workflow(body.yaml_content)))
+
+
+@app.get("/api/v1/workflows")
+def list_workflows() -> list[dict[str, Any]]:
+    """Every registered workflow, newest first."""
+    return [workflow_view(record) for record in engine().store.list_workflows()]
+
+
+@app.get("/api/v1/workflows/<workflow_id>")
+def get_workflow(workflow_id: str) -> dict[str, Any]:
+    """One workflow with its YAML text and steps."""
+    return workflow_view(engine().store.get_workflow(workflow_id), detail=True)
+
+
+@app.delete("/api/v1/workflows/<workflow_id>")
+def delete_workflow(workflow_id: str) -> Response:
+    """Delete a workflow; its runs stay readable."""
+    engine().store.delete_workflow(workflow_id)
+    return Response(status_code=204)
+
+
+@app.post("/api/v1/runs/<workflow_id>/execute")
+def execute(workflow_id: str, body: RunInput) -> Response:
+    """Run a workflow in this request and return the finished run."""
+    return _created(run_view(engine().run_inline(workflow_id, body.data, None)))
+
+
+@app.post("/api/v1/runs/<workflow_id>/execute-async")
+def execute_async(workflow_id: str, body: RunInput) -> Response:
+    """Queue a run for the executor and return it at once, ``queued``."""
+    run = engine().create_run(workflow_id, body.data, None, "queued")
+    engine().enqueue_run(run["run_id"])
+    return _created(run_view(run), status=202)
+
+
+@app.post("/api/v1/runs/trigger/<path>")
+def trigger(path: str) -> dict[str, Any]:
+    """Run the workflow whose webhook path is ``/triggers/<path>`` with the request body."""
+    raw = app.current_event.decoded_body or ""
+    try:
+        data = json.loads(raw) if raw.strip() else {}
+    except ValueError as exc:
+        raise BadRequestError(f"the request body is not JSON: {exc}") from exc
+    workflow_id = engine().store.workflow_id_for_path(f"/triggers/{path}")
+    headers = dict(app.current_event.headers or {})
+    run = run_view(engine().run_inline(workflow_id, data, headers))
+    return {**run, "workflow_id": workflow_id}
+
+
+@app.get("/api/v1/runs/<run_id>")
+def get_run(run_id: str) -> dict[str, Any]:
+    """One run with its input and every step's status and output."""
+    return run_view(engine().store.get_run(run_id), detail=True)
+
+
+@app.get("/api/v1/runs")
+def list_runs(
+    workflow_id: Annotated[str | None, Query()] = None,
+    status: Annotated[str | None, Query()] = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> list[dict[str, Any]]:
+    """Runs newest first, filtered by workflow and status, a page at a time."""
+    records = engine().store.list_runs(workflow_id, status, page, page_size)
+    return [run_view(record) for record in records]
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Entry point for API Gateway HTTP API (payload 2.0) events."""
+    return app.resolve(event, context)

@@ -1,0 +1,37 @@
+"""Settings read from the environment once per process (Lambda container or local stack)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the engine's resources live.
+
+    Attributes:
+        workflows_table: DynamoDB table of workflow definitions.
+        runs_table: DynamoDB table of runs and their step results.
+        events_table: DynamoDB table of each run's ordered events.
+        run_queue_url: SQS queue that carries queued runs to the executor.
+        redis_url: Optional Redis for the live event path; empty means DynamoDB only.
+    """
+
+    workflows_table: str
+    runs_table: str
+    events_table: str
+    run_queue_url: str
+    redis_url: str
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Read settings from the environment the template (or local stack) sets."""
+        env = os.environ
+        return cls(
+            workflows_table=env.get("WORKFLOWS_TABLE", ""),
+            runs_table=env.get("RUNS_TABLE", ""),
+            events_table=env.get("EVENTS_TABLE", ""),
+            run_queue_url=env.get("RUN_QUEUE_URL", ""),
+            redis_url=env.get("REDIS_URL", ""),
+        )

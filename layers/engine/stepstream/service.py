@@ -1,0 +1,177 @@
+"""What the handlers call: register workflows, start runs, execute them, read them.
+
+One ``Engine`` per process, built from ``Settings``; it holds the AWS and Redis
+clients so warm invocations reuse their connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import boto3
+
+from stepstream import _json
+from stepstream.config import Settings
+from stepstream.definition import Workflow, parse_workflow
+from stepstream.events import RedisPublisher
+from stepstream.runner import StepResult, now_iso, run_workflow
+from stepstream.store import Store
+
+logger = logging.getLogger(__name__)
+
+# Run fields the API shows in lists and summaries, in the original's names.
+RUN_FIELDS = (
+    "id",
+    "workflow_id",
+    "status",
+    "steps_completed",
+    "total_steps",
+    "error_message",
+    "started_at",
+    "completed_at",
+    "created_at",
+)
+
+
+class _StoredRecorder:
+    """Writes a run's events (table, then Redis) and step results as they happen."""
+
+    def __init__(self, engine: Engine, run_id: str) -> None:
+        self.engine = engine
+        self.run_id = run_id
+        self.seq = 0
+
+    def emit(self, event_type: str, data: dict[str, Any]) -> None:
+        self.seq += 1
+        event = {"type": event_type, "run_id": self.run_id, "seq": self.seq,
+                 "timestamp": now_iso(), **data}
+        text = _json.dumps(event)
+        self.engine.store.put_event(self.run_id, self.seq, event_type, text)
+        if self.engine.publisher is not None:
+            self.engine.publisher.publish(self.run_id, self.seq, text)
+
+    def step_done(self, result: StepResult, steps_completed: int) -> None:
+        self.engine.store.put_step(self.run_id, result.as_dict(), steps_completed)
+
+
+def run_view(record: dict[str, Any], detail: bool = False) -> dict[str, Any]:
+    """A stored run in the API's shape; ``detail`` adds input and per-step results."""
+    view = {key: record.get(key) for key in RUN_FIELDS if key != "id"}
+    view = {"id": record["run_id"], "run_id": record["run_id"], **view}
+    view["workflow_name"] = record.get("workflow_name")
+    if detail:
+        view["trigger_data"] = record.get("trigger_data")
+        results = record.get("steps", {})
+        view["steps"] = [
+            results.get(step_id)
+            or {"step_id": step_id, "node_type": node_type, "status": "pending",
+                "output_data": None, "error_message": None}
+            for step_id, node_type in record.get("step_order", [])
+        ]
+    return view
+
+
+def workflow_view(record: dict[str, Any], detail: bool = False) -> dict[str, Any]:
+    """A stored workflow in the API's shape; ``detail`` adds its YAML and steps."""
+    view = {
+        "id": record["workflow_id"],
+        "name": record["name"],
+        "description": record.get("description", ""),
+        "trigger_path": record["trigger_path"],
+        "created_at": record["created_at"],
+        "updated_at": record["updated_at"],
+    }
+    if detail:
+        view["yaml_content"] = record["yaml_content"]
+        view["steps"] = [step.config for step in parse_workflow(record["yaml_content"]).steps]
+    return view
+
+
+class Engine:
+    """Stepstream's operations over its storage, queue and live event path.
+
+    Args:
+        settings: Table, queue and Redis locations.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store(settings.workflows_table, settings.runs_table, settings.events_table)
+        self.sqs = boto3.client("sqs")
+        self.publisher = RedisPublisher.from_url(settings.redis_url) if settings.redis_url else None
+
+    # -- workflows -----------------------------------------------------------------
+
+    def register_workflow(self, yaml_content: str) -> dict[str, Any]:
+        """Check and store a workflow; raises ``WorkflowInvalidError`` or ``ConflictError``."""
+        workflow = parse_workflow(yaml_content)
+        at = now_iso()
+        record = {
+            "workflow_id": str(uuid.uuid4()),
+            "name": workflow.name,
+            "description": workflow.description,
+            "trigger_path": workflow.trigger_path,
+            "yaml_content": yaml_content,
+            "created_at": at,
+            "updated_at": at,
+        }
+        self.store.put_workflow(record)
+        logger.info("workflow registered", extra={"workflow_id": record["workflow_id"]})
+        return record
+
+    # -- runs ----------------------------------------------------------------------
+
+    def create_run(
+        self, workflow_id: str, data: Any, headers: dict[str, str] | None, status: str
+    ) -> dict[str, Any]:
+        """Store a new run of ``workflow_id`` with input ``data`` in ``status``."""
+        record = self.store.get_workflow(workflow_id)
+        workflow = parse_workflow(record["yaml_content"])
+        run = {
+            "run_id": str(uuid.uuid4()),
+            "workflow_id": workflow_id,
+            "workflow_name": workflow.name,
+            "status": status,
+            "trigger_data": {"body": data, "headers": headers or {}},
+            "step_order": [[step.id, step.type] for step in workflow.steps],
+            "yaml_content": record["yaml_content"],
+            "total_steps": len(workflow.steps),
+            "steps_completed": 0,
+            "created_at": now_iso(),
+        }
+        if status == "running":
+            run["started_at"] = run["created_at"]
+        self.store.put_run(run)
+        return run
+
+    def enqueue_run(self, run_id: str) -> None:
+        """Send a queued run to the executor."""
+        body = _json.dumps({"run_id": run_id})
+        self.sqs.send_message(QueueUrl=self.settings.run_queue_url, MessageBody=body)
+
+    def execute_run(self, run_id: str, claimed: bool = False) -> dict[str, Any] | None:
+        """Run a stored run to its end; None if another executor already has it.
+
+        Args:
+            run_id: The run.
+            claimed: True when the caller created the run as ``running`` itself.
+        """
+        if not claimed and not self.store.claim_run(run_id, now_iso()):
+            logger.info("run already taken", extra={"run_id": run_id})
+            return None
+        run = self.store.get_run(run_id)
+        workflow: Workflow = parse_workflow(run["yaml_content"])
+        outcome = run_workflow(workflow, run_id, run["trigger_data"], _StoredRecorder(self, run_id))
+        self.store.finish_run(run_id, outcome.status, now_iso(), outcome.error)
+        return self.store.get_run(run_id)
+
+    def run_inline(
+        self, workflow_id: str, data: Any, headers: dict[str, str] | None
+    ) -> dict[str, Any]:
+        """Create a run and execute it in this process (sync ``execute``, webhooks)."""
+        run = self.create_run(workflow_id, data, headers, "running")
+        finished = self.execute_run(run["run_id"], claimed=True)
+        assert finished is not None  # a run this call created as running is its own
+        return finished

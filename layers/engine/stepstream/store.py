@@ -1,0 +1,264 @@
+"""DynamoDB storage of workflows, runs and events.
+
+Three tables, all created from ``template.yaml``:
+
+- workflows (key ``pk``): ``wf#<workflow_id>`` items hold a definition; a
+  ``path#<trigger_path>`` guard item makes trigger paths unique, written in the
+  same transaction as the workflow so neither exists without the other.
+- runs (key ``run_id``): one item per run, with each step's result in the ``steps``
+  map; GSIs ``by_workflow`` and ``by_created`` list runs newest first.
+- events (key ``run_id`` + ``seq``): each run's events in order, ``seq`` dense from 1.
+
+User data is stored as JSON text (see ``_json``), never as DynamoDB numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from stepstream import _json
+from stepstream.errors import ConflictError, NotFoundError, StorageError
+
+# Run attributes that are JSON text in DynamoDB and data in the API.
+_JSON_ATTRIBUTES = ("trigger_data", "step_order")
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _n(value: int) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+def _plain(item: dict[str, Any]) -> dict[str, Any]:
+    """A DynamoDB item with S and N attributes as Python values (N as int)."""
+    out: dict[str, Any] = {}
+    for key, typed in item.items():
+        (kind, value), = typed.items()
+        if kind == "N":
+            out[key] = int(value)
+        elif kind == "M":
+            out[key] = {k: _json.loads(v["S"]) for k, v in value.items()}
+        elif kind == "NULL":
+            out[key] = None
+        else:
+            out[key] = value
+    return out
+
+
+def _run_record(item: dict[str, Any]) -> dict[str, Any]:
+    record = _plain(item)
+    for key in _JSON_ATTRIBUTES:
+        if key in record:
+            record[key] = _json.loads(record[key])
+    return record
+
+
+def _storage_error(action: str, exc: ClientError) -> StorageError:
+    code = exc.response.get("Error", {}).get("Code", "Unknown")
+    return StorageError(f"DynamoDB refused {action}: {code}")
+
+
+class Store:
+    """Workflows, runs and events in DynamoDB.
+
+    Args:
+        workflows_table: Name of the workflows table.
+        runs_table: Name of the runs table.
+        events_table: Name of the events table.
+    """
+
+    def __init__(self, workflows_table: str, runs_table: str, events_table: str) -> None:
+        self.workflows_table = workflows_table
+        self.runs_table = runs_table
+        self.events_table = events_table
+        self.client = boto3.client("dynamodb")
+
+    # -- workflows -----------------------------------------------------------------
+
+    def put_workflow(self, record: dict[str, Any]) -> None:
+        """Store a new workflow; its trigger path must not be taken.
+
+        Raises:
+            ConflictError: Another workflow already has this trigger path.
+        """
+        item = {key: _s(str(value)) for key, value in record.items()}
+        item["pk"] = _s(f"wf#{record['workflow_id']}")
+        guard = {"pk": _s(f"path#{record['trigger_path']}"), "workflow_id": item["workflow_id"]}
+        absent = "attribute_not_exists(pk)"
+        try:
+            self.client.transact_write_items(
+                TransactItems=[
+                    {"Put": {"TableName": self.workflows_table, "Item": guard,
+                             "ConditionExpression": absent}},
+                    {"Put": {"TableName": self.workflows_table, "Item": item,
+                             "ConditionExpression": absent}},
+                ]
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                raise ConflictError(
+                    f"a workflow with trigger path '{record['trigger_path']}' already exists"
+                ) from exc
+            raise _storage_error("the workflow write", exc) from exc
+
+    def get_workflow(self, workflow_id: str) -> dict[str, Any]:
+        """The workflow record; raises ``NotFoundError`` if there is none."""
+        key = {"pk": _s(f"wf#{workflow_id}")}
+        item = self.client.get_item(TableName=self.workflows_table, Key=key).get("Item")
+        if not item:
+            raise NotFoundError("workflow", workflow_id)
+        return _plain(item)
+
+    def workflow_id_for_path(self, trigger_path: str) -> str:
+        """The id of the workflow whose webhook path is ``trigger_path``."""
+        key = {"pk": _s(f"path#{trigger_path}")}
+        item = self.client.get_item(TableName=self.workflows_table, Key=key).get("Item")
+        if not item:
+            raise NotFoundError("trigger path", trigger_path)
+        return item["workflow_id"]["S"]
+
+    def list_workflows(self) -> list[dict[str, Any]]:
+        """Every workflow, newest first, without its YAML text."""
+        records: list[dict[str, Any]] = []
+        paginator = self.client.get_paginator("scan")
+        pages = paginator.paginate(
+            TableName=self.workflows_table,
+            FilterExpression="begins_with(pk, :wf)",
+            ExpressionAttributeValues={":wf": _s("wf#")},
+        )
+        for page in pages:
+            records.extend(_plain(item) for item in page["Items"])
+        for record in records:
+            record.pop("yaml_content", None)
+        return sorted(records, key=lambda r: r["created_at"], reverse=True)
+
+    def delete_workflow(self, workflow_id: str) -> None:
+        """Delete a workflow and free its trigger path; runs stay readable."""
+        record = self.get_workflow(workflow_id)
+        self.client.transact_write_items(
+            TransactItems=[
+                {"Delete": {"TableName": self.workflows_table,
+                            "Key": {"pk": _s(f"path#{record['trigger_path']}")}}},
+                {"Delete": {"TableName": self.workflows_table,
+                            "Key": {"pk": _s(f"wf#{workflow_id}")}}},
+            ]
+        )
+
+    # -- runs ----------------------------------------------------------------------
+
+    def put_run(self, record: dict[str, Any]) -> None:
+        """Store a new run record (``steps`` starts empty)."""
+        item: dict[str, Any] = {"list_pk": _s("run"), "steps": {"M": {}}}
+        for key, value in record.items():
+            if key in _JSON_ATTRIBUTES:
+                item[key] = _s(_json.dumps(value))
+            elif isinstance(value, int):
+                item[key] = _n(value)
+            elif value is not None:
+                item[key] = _s(str(value))
+        self.client.put_item(TableName=self.runs_table, Item=item)
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        """The run record with ``steps`` as a mapping of step id to result."""
+        item = self.client.get_item(TableName=self.runs_table, Key={"run_id": _s(run_id)})
+        if "Item" not in item:
+            raise NotFoundError("run", run_id)
+        return _run_record(item["Item"])
+
+    def claim_run(self, run_id: str, started_at: str) -> bool:
+        """Move a queued run to ``running``; False if it is not queued (already taken)."""
+        try:
+            self.client.update_item(
+                TableName=self.runs_table,
+                Key={"run_id": _s(run_id)},
+                UpdateExpression="SET #status = :running, started_at = :at",
+                ConditionExpression="#status = :queued",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":running": _s("running"), ":queued": _s("queued"), ":at": _s(started_at)
+                },
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise _storage_error("the run claim", exc) from exc
+        return True
+
+    def put_step(self, run_id: str, step: dict[str, Any], steps_completed: int) -> None:
+        """Record one step's result and the run's count of decided steps."""
+        self.client.update_item(
+            TableName=self.runs_table,
+            Key={"run_id": _s(run_id)},
+            UpdateExpression="SET steps.#step = :step, steps_completed = :done",
+            ExpressionAttributeNames={"#step": step["step_id"]},
+            ExpressionAttributeValues={":step": _s(_json.dumps(step)), ":done": _n(steps_completed)},
+        )
+
+    def finish_run(self, run_id: str, status: str, completed_at: str, error: str | None) -> None:
+        """Record a run's terminal status."""
+        values = {":status": _s(status), ":at": _s(completed_at)}
+        expression = "SET #status = :status, completed_at = :at"
+        if error:
+            expression += ", error_message = :error"
+            values[":error"] = _s(error)
+        self.client.update_item(
+            TableName=self.runs_table,
+            Key={"run_id": _s(run_id)},
+            UpdateExpression=expression,
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=values,
+        )
+
+    def list_runs(
+        self, workflow_id: str | None, status: str | None, page: int, page_size: int
+    ) -> list[dict[str, Any]]:
+        """Runs newest first, optionally of one workflow and/or one status."""
+        query: dict[str, Any] = {
+            "TableName": self.runs_table,
+            "ScanIndexForward": False,
+        }
+        if workflow_id:
+            query.update(IndexName="by_workflow", KeyConditionExpression="workflow_id = :key",
+                         ExpressionAttributeValues={":key": _s(workflow_id)})
+        else:
+            query.update(IndexName="by_created", KeyConditionExpression="list_pk = :key",
+                         ExpressionAttributeValues={":key": _s("run")})
+        if status:
+            query["FilterExpression"] = "#status = :status"
+            query["ExpressionAttributeNames"] = {"#status": "status"}
+            query["ExpressionAttributeValues"][":status"] = _s(status)
+        skip, items = (page - 1) * page_size, []
+        for result in self.client.get_paginator("query").paginate(**query):
+            items.extend(result["Items"])
+            if len(items) >= skip + page_size:
+                break
+        return [_run_record(item) for item in items[skip : skip + page_size]]
+
+    # -- events --------------------------------------------------------------------
+
+    def put_event(self, run_id: str, seq: int, event_type: str, data: str) -> None:
+        """Append one event; a second write of the same ``seq`` is refused, not doubled."""
+        try:
+            self.client.put_item(
+                TableName=self.events_table,
+                Item={"run_id": _s(run_id), "seq": _n(seq), "type": _s(event_type),
+                      "data": _s(data)},
+                ConditionExpression="attribute_not_exists(seq)",
+            )
+        except ClientError as exc:
+            raise _storage_error(f"event {seq} of run {run_id}", exc) from exc
+
+    def events_after(self, run_id: str, after: int, limit: int = 500) -> list[dict[str, Any]]:
+        """Up to ``limit`` events of ``run_id`` with ``seq > after``, in order."""
+        result = self.client.query(
+            TableName=self.events_table,
+            KeyConditionExpression="run_id = :run AND seq > :after",
+            ExpressionAttributeValues={":run": _s(run_id), ":after": _n(after)},
+            Limit=limit,
+        )
+        return [_json.loads(item["data"]["S"]) for item in result["Items"]]
