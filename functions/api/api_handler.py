@@ -40,7 +40,7 @@ def engine() -> Engine:
     return Engine(Settings.from_env())
 
 
-def _created(body: dict[str, Any], status: int = 201) -> Response:
+def _created(body: dict[str, Any], status: int = 201) -> Response[dict[str, Any]]:
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
 
 
@@ -51,14 +51,14 @@ def health() -> dict[str, str]:
 
 
 @app.get("/openapi.json")
-def openapi() -> Response:
+def openapi() -> Response[dict[str, Any]]:
     """The OpenAPI document of this API."""
     body = app.get_openapi_json_schema(title="Stepstream API", version="0.1.0")
     return Response(200, content_types.APPLICATION_JSON, body)
 
 
 @app.post("/api/v1/workflows")
-def create_workflow(body: WorkflowCreate) -> Response:
+def create_workflow(body: WorkflowCreate) -> Response[dict[str, Any]]:
     """Register a workflow from its YAML text."""
     return _created(workflow_view(engine().register_workflow(body.yaml_content)))
 
@@ -76,20 +76,20 @@ def get_workflow(workflow_id: str) -> dict[str, Any]:
 
 
 @app.delete("/api/v1/workflows/<workflow_id>")
-def delete_workflow(workflow_id: str) -> Response:
+def delete_workflow(workflow_id: str) -> Response[dict[str, Any]]:
     """Delete a workflow; its runs stay readable."""
     engine().store.delete_workflow(workflow_id)
     return Response(status_code=204)
 
 
 @app.post("/api/v1/runs/<workflow_id>/execute")
-def execute(workflow_id: str, body: RunInput) -> Response:
+def execute(workflow_id: str, body: RunInput) -> Response[dict[str, Any]]:
     """Run a workflow in this request and return the finished run."""
     return _created(run_view(engine().run_inline(workflow_id, body.data, None)))
 
 
 @app.post("/api/v1/runs/<workflow_id>/execute-async")
-def execute_async(workflow_id: str, body: RunInput) -> Response:
+def execute_async(workflow_id: str, body: RunInput) -> Response[dict[str, Any]]:
     """Queue a run for the executor and return it at once, ``queued``."""
     run = engine().create_run(workflow_id, body.data, None, "queued")
     engine().enqueue_run(run["run_id"])

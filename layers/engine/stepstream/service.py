@@ -134,7 +134,8 @@ class Engine:
             "workflow_id": workflow_id,
             "workflow_name": workflow.name,
             "status": status,
-            "trigger_data": {"body": data, "headers": headers or {}},
+            "trigger_data": data,
+            "trigger_headers": headers or {},
             "step_order": [[step.id, step.type] for step in workflow.steps],
             "yaml_content": record["yaml_content"],
             "total_steps": len(workflow.steps),
@@ -163,7 +164,8 @@ class Engine:
             return None
         run = self.store.get_run(run_id)
         workflow: Workflow = parse_workflow(run["yaml_content"])
-        outcome = run_workflow(workflow, run_id, run["trigger_data"], _StoredRecorder(self, run_id))
+        trigger = {"body": run["trigger_data"], "headers": run.get("trigger_headers", {})}
+        outcome = run_workflow(workflow, run_id, trigger, _StoredRecorder(self, run_id))
         self.store.finish_run(run_id, outcome.status, now_iso(), outcome.error)
         return self.store.get_run(run_id)
 

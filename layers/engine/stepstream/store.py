@@ -23,7 +23,7 @@ from stepstream import _json
 from stepstream.errors import ConflictError, NotFoundError, StorageError
 
 # Run attributes that are JSON text in DynamoDB and data in the API.
-_JSON_ATTRIBUTES = ("trigger_data", "step_order")
+_JSON_ATTRIBUTES = ("trigger_data", "trigger_headers", "step_order")
 
 
 def _s(value: str) -> dict[str, str]:
