@@ -8,6 +8,7 @@ under uvicorn locally. It replays the stored events after the client's position
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from functools import cache
 from typing import TYPE_CHECKING
@@ -79,7 +80,18 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
+@contextlib.asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    """Close the Redis client with the event loop it was made on."""
+    yield
+    client = live()
+    if client is not None:
+        await client.aclose()
+        live.cache_clear()
+
+
 app = Starlette(
+    lifespan=lifespan,
     routes=[
         Route("/api/v1/runs/{run_id}/stream", stream),
         Route("/health", health),

@@ -73,6 +73,7 @@ class LocalStack:
         host: Interface to listen on.
         port: The API's port (0 picks a free one).
         redis_url: Redis for the live event path; None reads ``REDIS_URL``, "" disables.
+        log_level: The template's ``LogLevel`` parameter for the functions' loggers.
     """
 
     def __init__(
@@ -81,11 +82,13 @@ class LocalStack:
         host: str = "127.0.0.1",
         port: int = 0,
         redis_url: str | None = None,
+        log_level: str = "INFO",
     ) -> None:
         self.template_path = template_path
         self.host = host
         self.port = port
         self.redis_url = os.environ.get("REDIS_URL", "") if redis_url is None else redis_url
+        self.log_level = log_level
         self.moto = ThreadedMotoServer(ip_address=host, port=0, verbose=False)
         self.pollers: list[SqsPoller] = []
         self.server: uvicorn.Server | None = None
@@ -115,6 +118,7 @@ class LocalStack:
         overrides = {
             "RedisUrl": self.redis_url,
             "AnthropicApiKey": os.environ.get("ANTHROPIC_API_KEY", ""),
+            "LogLevel": self.log_level,
         }
         template = Template.load(self.template_path, overrides)
         provision(template)
@@ -141,9 +145,7 @@ class LocalStack:
         stream_app = getattr(importlib.import_module(module), attribute)
 
         async def front(scope: dict[str, Any], receive: Any, send: Any) -> None:
-            if scope["type"] != "http":
-                return
-            if STREAM_PATH.match(scope["path"]):
+            if scope["type"] == "lifespan" or STREAM_PATH.match(scope.get("path", "")):
                 await stream_app(scope, receive, send)
                 return
             response = await api(Request(scope, receive))
@@ -171,7 +173,7 @@ class LocalStack:
 
     def _serve(self, app: Any) -> str:
         config = uvicorn.Config(
-            app, host=self.host, port=self.port, lifespan="off", log_level="warning",
+            app, host=self.host, port=self.port, lifespan="on", log_level="warning",
             access_log=False, timeout_graceful_shutdown=1,
         )
         self.server = uvicorn.Server(config)

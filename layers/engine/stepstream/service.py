@@ -15,7 +15,7 @@ import boto3
 from stepstream import _json
 from stepstream.config import Settings
 from stepstream.definition import Workflow, parse_workflow
-from stepstream.events import RedisPublisher
+from stepstream.events import TERMINAL_TYPES, RedisPublisher
 from stepstream.runner import StepResult, now_iso, run_workflow
 from stepstream.store import Store
 
@@ -47,6 +47,11 @@ class _StoredRecorder:
         self.seq += 1
         event = {"type": event_type, "run_id": self.run_id, "seq": self.seq,
                  "timestamp": now_iso(), **data}
+        if event_type in TERMINAL_TYPES:
+            # The run record is final before anyone can read the terminal event, so a
+            # client that saw run_completed and then GETs the run never sees "running".
+            self.engine.store.finish_run(self.run_id, data["status"], event["timestamp"],
+                                         data.get("error"))
         text = _json.dumps(event)
         self.engine.store.put_event(self.run_id, self.seq, event_type, text)
         if self.engine.publisher is not None:
@@ -165,8 +170,7 @@ class Engine:
         run = self.store.get_run(run_id)
         workflow: Workflow = parse_workflow(run["yaml_content"])
         trigger = {"body": run["trigger_data"], "headers": run.get("trigger_headers", {})}
-        outcome = run_workflow(workflow, run_id, trigger, _StoredRecorder(self, run_id))
-        self.store.finish_run(run_id, outcome.status, now_iso(), outcome.error)
+        run_workflow(workflow, run_id, trigger, _StoredRecorder(self, run_id))
         return self.store.get_run(run_id)
 
     def run_inline(

@@ -1,0 +1,89 @@
+"""The ``stepstream`` command: run the local stack, and the demo on top of it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import click
+import httpx
+
+from stepstream_local.stack import DEFAULT_TEMPLATE, LocalStack, port_is_free
+from stepstream_local.watch import watch
+
+WORKFLOWS = DEFAULT_TEMPLATE.parent / "workflows"
+DEMO_WORKFLOW = WORKFLOWS / "service_health_pipeline.yaml"
+# The built-in health pipeline calls this address: the stack's own /health on :8000.
+ORIGINAL_BASE = "http://localhost:8000"
+
+
+@click.group()
+@click.option("--verbose", "-v", is_flag=True, help="Show the functions' logs.")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
+    """Stepstream: YAML workflows on serverless functions, locally or on AWS."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    ctx.obj = {"log_level": "INFO" if verbose else "WARNING"}
+
+
+def _start(port: int, redis_url: str | None) -> LocalStack:
+    log_level = click.get_current_context().find_root().obj["log_level"]
+    stack = LocalStack(port=port, redis_url=redis_url, log_level=log_level)
+    urls = stack.start()
+    click.echo(f"API      {urls.api}   (OpenAPI at {urls.api}/openapi.json)")
+    click.echo(f"stream   {urls.stream}/api/v1/runs/RUN_ID/stream")
+    click.echo(f"AWS      {urls.aws}   (moto server: DynamoDB and SQS from template.yaml)")
+    redis = stack.redis_url or "off (events follow DynamoDB alone)"
+    click.echo(f"redis    {redis}")
+    return stack
+
+
+@main.command()
+@click.option("--port", default=8000, show_default=True, help="The API's port.")
+@click.option("--redis-url", default=None, help="Redis for live events (default: $REDIS_URL).")
+def dev(port: int, redis_url: str | None) -> None:
+    """Start the local stack and keep it running until Ctrl-C."""
+    stack = _start(port, redis_url)
+    click.echo("ready; Ctrl-C stops it")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        click.echo("stopping")
+    finally:
+        stack.stop()
+
+
+def _demo_yaml(workflow: Path, api: str) -> str:
+    text = workflow.read_text()
+    if not api.endswith(":8000") and ORIGINAL_BASE in text:
+        click.echo(f"(port 8000 is taken: the workflow's {ORIGINAL_BASE} becomes {api})")
+        text = text.replace(ORIGINAL_BASE, api)
+    return text
+
+
+@main.command()
+@click.option("--workflow", type=click.Path(exists=True, path_type=Path), default=DEMO_WORKFLOW,
+              show_default=True, help="The workflow to register and run.")
+@click.option("--redis-url", default=None, help="Redis for live events (default: $REDIS_URL).")
+def demo(workflow: Path, redis_url: str | None) -> None:
+    """Start the stack, register a workflow, run it on the queue and stream its progress."""
+    port = 8000 if port_is_free("127.0.0.1", 8000) else 0
+    stack = _start(port, redis_url)
+    try:
+        assert stack.urls is not None
+        with httpx.Client(base_url=stack.urls.api, timeout=30) as client:
+            yaml_content = _demo_yaml(workflow, stack.urls.api)
+            created = client.post("/api/v1/workflows", json={"yaml_content": yaml_content})
+            if created.status_code != 201:
+                raise click.ClickException(f"registration failed: {created.text}")
+            workflow_id = created.json()["id"]
+            click.echo(f"registered {created.json()['name']} as {workflow_id}")
+            queued = client.post(f"/api/v1/runs/{workflow_id}/execute-async", json={"data": {}})
+            run_id = queued.json()["id"]
+            click.echo(f"queued run {run_id}")
+            last = watch(client, stack.urls.stream, run_id, click.echo)
+    finally:
+        stack.stop()
+    if last.get("type") != "run_completed":
+        raise SystemExit(1)

@@ -1,0 +1,1 @@
+"""Stepstream test suite."""

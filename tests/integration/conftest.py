@@ -1,0 +1,63 @@
+"""The local stack the integration tests share, and clients for it."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from httpx_sse import connect_sse
+
+from stepstream_local.stack import LocalStack
+from tests.conftest import WORKFLOWS
+
+
+@pytest.fixture(scope="session")
+def stack(redis_url: str) -> Iterator[LocalStack]:
+    """One local stack per test process: moto, the three functions, the SQS poller."""
+    os.environ.setdefault("ANTHROPIC_API_KEY", "test-key")
+    with LocalStack(redis_url=redis_url, log_level="WARNING") as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def api(stack: LocalStack) -> Iterator[httpx.Client]:
+    """An HTTP client for the stack's API (and its stream, which shares the port)."""
+    assert stack.urls is not None
+    with httpx.Client(base_url=stack.urls.api, timeout=30) as client:
+        yield client
+
+
+def register(api: httpx.Client, yaml_content: str) -> str:
+    """Register a workflow; return its id."""
+    response = api.post("/api/v1/workflows", json={"yaml_content": yaml_content})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def unique(yaml_content: str, name: str, suffix: str) -> str:
+    """A copy of a workflow with its name and trigger path made unique by ``suffix``."""
+    return yaml_content.replace(name, f"{name}_{suffix}")
+
+
+def health_pipeline(api: httpx.Client, suffix: str) -> str:
+    """The built-in health pipeline, pointed at this stack's /health, registered."""
+    text = (WORKFLOWS / "service_health_pipeline.yaml").read_text()
+    text = text.replace("http://localhost:8000", str(api.base_url).rstrip("/"))
+    return register(api, unique(text, "service_health_pipeline", suffix))
+
+
+def sse_events(api: httpx.Client, run_id: str, **params: Any) -> list[dict[str, Any]]:
+    """Every event of a run read off its SSE stream, with the SSE id and event name."""
+    events = []
+    url = f"/api/v1/runs/{run_id}/stream"
+    headers = params.pop("headers", {})
+    with connect_sse(api, "GET", url, params=params, headers=headers) as source:
+        assert source.response.status_code == 200
+        for sse in source.iter_sse():
+            data = json.loads(sse.data)
+            events.append({"sse_id": sse.id, "sse_event": sse.event, **data})
+    return events
