@@ -116,7 +116,7 @@ def _check_step(index: int, raw: Any, node: yaml.Node | None, seen: set[str]) ->
         problems.append(Problem(f"step {index + 1} needs an 'id'", line, column, field="id"))
     elif step_id in seen:
         problems.append(Problem("duplicate step id", line, column, step_id, "id"))
-    if node_type not in NODE_TYPES:
+    if not isinstance(node_type, str) or node_type not in NODE_TYPES:
         known = ", ".join(sorted(NODE_TYPES))
         message = f"unknown node type {node_type!r} (known: {known})"
         problems.append(Problem(message, line, column, step_id, "type"))
@@ -133,7 +133,7 @@ def _check_jumps(steps: list[Step]) -> list[Problem]:
             target = step.config.get(key)
             if target is None:
                 continue
-            if target not in positions:
+            if not isinstance(target, str) or target not in positions:
                 message = f"jumps to unknown step {target!r}"
             elif positions[target] <= index:
                 message = f"jumps back to {target!r}; loops are not supported yet"

@@ -45,7 +45,7 @@ def evaluate(expression: str, scope: Mapping[str, Any], known: Collection[str]) 
     evaluator = EvalWithCompoundTypes(names=names, functions={})
     try:
         return evaluator.eval(source)
-    except (InvalidExpression, SyntaxError) as exc:
+    except (InvalidExpression, SyntaxError, ArithmeticError, LookupError, ValueError) as exc:
         raise ExpressionError(f"cannot evaluate {expression!r}: {exc}", field="condition") from exc
     except TypeError as exc:
         raise ExpressionError(

@@ -21,7 +21,7 @@ def _request_body(body: Any) -> dict[str, Any]:
         return {}
     if isinstance(body, (dict, list)):
         return {"json": body}
-    return {"content": str(body)}
+    return {"content": to_text(body)}
 
 
 def _response_body(response: httpx.Response) -> Any:

@@ -53,7 +53,9 @@ def run(ctx: StepContext) -> dict[str, Any]:
     if ctx.step.config.get("system"):
         request["system"] = ctx.text("system")
     if ctx.step.config.get("temperature") is not None:
-        request["temperature"] = float(ctx.get("temperature"))
+        # anthropic 2.x's create() has no ``temperature`` argument (passing it is a
+        # TypeError); the body carries it and the API accepts or refuses it.
+        request["extra_body"] = {"temperature": float(ctx.get("temperature"))}
     try:
         message = _anthropic().messages.create(**request)
     except anthropic.APIError as exc:

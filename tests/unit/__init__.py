@@ -1,0 +1,1 @@
+"""Unit tests: the engine in-process, with local servers standing in for the outside world."""

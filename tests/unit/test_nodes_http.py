@@ -1,0 +1,163 @@
+"""The http node against a real local server: requests as configured, responses handed on."""
+
+from __future__ import annotations
+
+import pytest
+from stepstream.errors import StepError, TemplateError
+from stepstream.nodes import http
+
+from tests.support.servers import MockHttpServer
+from tests.unit.conftest import StepContextFactory
+
+
+def http_step(url: str, **keys: object) -> dict[str, object]:
+    """An http step's config."""
+    return {"id": "call", "type": "http", "url": url, **keys}
+
+
+def test_http_get_json_response_gives_status_body_and_headers(
+    mock_http: MockHttpServer, step_context: StepContextFactory
+) -> None:
+    mock_http.route("GET", "/quote", json={"price": 30.4}, headers={"X-Trace": "t-1"})
+
+    output = http.run(step_context(http_step(mock_http.url("/quote"))))
+
+    assert output["status_code"] == 200
+    assert output["body"] == {"price": 30.4}
+    assert output["headers"]["x-trace"] == "t-1"
+    assert output["headers"]["content-type"] == "application/json"
+    assert [r.method for r in mock_http.requests] == ["GET"]
+
+
+def test_http_text_response_body_kept_as_text(
+    mock_http: MockHttpServer, step_context: StepContextFactory
+) -> None:
+    mock_http.route("GET", "/page", body="<p>hello</p>", headers={"Content-Type": "text/html"})
+
+    output = http.run(step_context(http_step(mock_http.url("/page"))))
+
+    assert output["body"] == "<p>hello</p>"
+
+
+def test_http_empty_response_body_is_empty_string(
+    mock_http: MockHttpServer, step_context: StepContextFactory
+) -> None:
+    mock_http.route("DELETE", "/item", status=204)
+
+    output = http.run(step_context(http_step(mock_http.url("/item"), method="delete")))
+
+    assert (output["status_code"], output["body"]) == (204, "")
+    assert mock_http.requests[0].method == "DELETE"
+
+
+def test_http_error_status_still_completes_step(
+    mock_http: MockHttpServer, step_context: StepContextFactory
+) -> None:
+    mock_http.route("GET", "/health", status=503, json={"ok": False})
+
+    output = http.run(step_context(http_step(mock_http.url("/health"))))
+
+    assert output["status_code"] == 503
+    assert output["body"] == {"ok": False}
+
+
+def test_http_mapping_body_sent_as_json_with_types_kept(
+    mock_http: MockHttpServer, step_context: StepContextFactory
+) -> None:
+    mock_http.route("POST", "/echo", json={})
+    body = {
+        "items": "{trigger.body.items}",
+        "vip": "{trigger.body.vip}",
+        "note": "{trigger.body.note}",
+        "summary": "vip={trigger.body.vip} note={trigger.body.note}",
+    }
+    trigger = {"body": {"items": [{"name": "Ann", "qty": 2}], "vip": True, "note": None}}
+    config = http_step(mock_http.url("/echo"), method="POST", body=body)
+
+    http.run(step_context(config, {"trigger": trigger}))
+
+    received = mock_http.requests_to("/echo")[0]
+    assert received.headers["content-type"] == "application/json"
+    assert received.json() == {
+        "items": [{"name": "Ann", "qty": 2}],
+        "vip": True,
+        "note": None,
+        "summary": "vip=true note=null",
+    }
+
+
+def test_http_quotes_in_values_arrive_as_valid_json(
+    mock_http: MockHttpServer, step_context: StepContextFactory
+) -> None:
+    mock_http.route("POST", "/users", json={})
+    name = 'Ann "The Boss" O\'Neil\\'
+    config = http_step(mock_http.url("/users"), method="POST", body={"user": "{trigger.body.name}"})
+
+    http.run(step_context(config, {"trigger": {"body": {"name": name}}}))
+
+    assert mock_http.requests[0].json() == {"user": name}
+
+
+@pytest.mark.parametrize(
+    ("body", "sent"),
+    [("plain text", b"plain text"), ("{trigger.body.flag}", b"true"), ("{trigger.body.n}", b"7")],
+)
+def test_http_scalar_body_sent_as_text(
+    mock_http: MockHttpServer, step_context: StepContextFactory, body: str, sent: bytes
+) -> None:
+    mock_http.route("PUT", "/raw", status=200)
+    config = http_step(mock_http.url("/raw"), method="PUT", body=body)
+
+    http.run(step_context(config, {"trigger": {"body": {"flag": True, "n": 7}}}))
+
+    assert mock_http.requests[0].body == sent
+
+
+def test_http_templated_url_and_headers_sent_as_text(
+    mock_http: MockHttpServer, step_context: StepContextFactory
+) -> None:
+    mock_http.route("GET", "/members/7", json={"first_name": "Zoë"})
+    config = http_step(
+        mock_http.base_url + "/members/{trigger.body.id}?full={trigger.body.full}",
+        headers={"X-Member": "{trigger.body.id}", "X-Full": "{trigger.body.full}"},
+    )
+
+    output = http.run(step_context(config, {"trigger": {"body": {"id": 7, "full": False}}}))
+
+    request = mock_http.requests[0]
+    assert output["body"] == {"first_name": "Zoë"}
+    assert request.target == "/members/7?full=false"
+    assert (request.headers["x-member"], request.headers["x-full"]) == ("7", "false")
+
+
+def test_http_connection_refused_fails_step_on_url(step_context: StepContextFactory) -> None:
+    with MockHttpServer() as gone:
+        url = gone.url("/nothing")
+
+    with pytest.raises(StepError, match=f"GET {url} failed") as caught:
+        http.run(step_context(http_step(url)))
+
+    assert caught.value.field == "url"
+
+
+def test_http_slow_response_past_timeout_fails_step(
+    mock_http: MockHttpServer, step_context: StepContextFactory
+) -> None:
+    mock_http.route("GET", "/slow", json={}, delay=2.0)
+
+    with pytest.raises(StepError, match="failed") as caught:
+        http.run(step_context(http_step(mock_http.url("/slow"), timeout=0.2)))
+
+    assert caught.value.field == "url"
+
+
+def test_http_unresolvable_url_reference_fails_before_any_request(
+    mock_http: MockHttpServer, step_context: StepContextFactory
+) -> None:
+    config = http_step(mock_http.base_url + "/users/{trigger.body.name}")
+
+    with pytest.raises(TemplateError) as caught:
+        http.run(step_context(config))
+
+    assert (caught.value.reference, caught.value.field) == ("trigger.body.name", "url")
+    assert mock_http.requests == []
