@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# AWS SAM CLI lives in its own environment: its pins must not move the project's.
+SAM_VENV := .venv-sam
+SAM_STAMP := $(SAM_VENV)/.installed
 
 .PHONY: demo dev test lint build clean
 
@@ -11,6 +14,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+$(SAM_STAMP):
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli
+	touch $(SAM_STAMP)
 
 ## demo: start the local stack, run service_health_pipeline on the queue, stream it live
 demo: $(STAMP)
@@ -21,17 +30,18 @@ dev: $(STAMP)
 	$(BIN)/stepstream dev
 
 ## test: the whole suite, unit and integration (uses the Redis on 127.0.0.1:6379 if one answers)
-test: $(STAMP)
+test: $(STAMP) $(SAM_STAMP)
 	$(BIN)/python tests/redis_url.py > $(VENV)/redis_url
 	REDIS_URL="$$(cat $(VENV)/redis_url)" $(BIN)/python -m pytest -n 2 --dist loadgroup
 
 ## lint: check template.yaml with cfn-lint
-lint: $(STAMP)
+lint: $(STAMP) $(SAM_STAMP)
 	$(BIN)/cfn-lint template.yaml
+	SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam validate --lint --region us-east-1
 
 ## build: build the functions and the engine layer for AWS (needs aws-sam-cli and python3.12)
-build:
-	sam build
+build: $(SAM_STAMP)
+	$(SAM_VENV)/bin/sam build
 
 clean:
-	rm -rf $(VENV) .aws-sam .pytest_cache
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache

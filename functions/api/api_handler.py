@@ -51,7 +51,7 @@ def health() -> dict[str, str]:
 
 
 @app.get("/openapi.json")
-def openapi() -> Response[dict[str, Any]]:
+def openapi() -> Response[str]:
     """The OpenAPI document of this API."""
     body = app.get_openapi_json_schema(title="Stepstream API", version="0.1.0")
     return Response(200, content_types.APPLICATION_JSON, body)
@@ -76,7 +76,7 @@ def get_workflow(workflow_id: str) -> dict[str, Any]:
 
 
 @app.delete("/api/v1/workflows/<workflow_id>")
-def delete_workflow(workflow_id: str) -> Response[dict[str, Any]]:
+def delete_workflow(workflow_id: str) -> Response[None]:
     """Delete a workflow; its runs stay readable."""
     engine().store.delete_workflow(workflow_id)
     return Response(status_code=204)

@@ -30,6 +30,20 @@ def test_template_passes_cfn_lint() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_template_passes_sam_validate_lint() -> None:
+    """SAM's own validation (offline, with its linter) accepts template.yaml."""
+    sam = ROOT / ".venv-sam" / "bin" / "sam"
+    assert sam.exists(), "aws-sam-cli is missing: `make test` installs it into .venv-sam"
+    env = {**os.environ, "SAM_CLI_TELEMETRY": "0"}
+    result = subprocess.run(
+        [sam, "validate", "--lint", "--region", "us-east-1", "--template", str(TEMPLATE)],
+        capture_output=True, text=True, check=False, env=env, cwd=ROOT,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "is a valid SAM Template" in result.stdout + result.stderr
+
+
 def _import_in_fresh_interpreter(code_dir: Path, statement: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "REDIS"))}
     return subprocess.run(

@@ -118,7 +118,7 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, owner: LocalServer) -> None:
         self.owner = owner
-        super().__init__(("127.0.0.1", 0), _RequestHandler)
+        super().__init__(("127.0.0.1", owner.port), _RequestHandler)
 
     def server_bind(self) -> None:
         # HTTPServer's own server_bind does a reverse DNS lookup of the host, which
@@ -136,8 +136,9 @@ class _Server(ThreadingHTTPServer):
 class LocalServer:
     """An HTTP server on 127.0.0.1 whose subclasses decide each request's reply."""
 
-    def __init__(self) -> None:
-        """Prepare the server; ``start`` (or ``with``) binds and serves."""
+    def __init__(self, port: int = 0) -> None:
+        """Prepare the server; ``start`` (or ``with``) binds ``port`` (0: a free one)."""
+        self.port = port
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
@@ -215,9 +216,9 @@ class MockHttpServer(LocalServer):
     recorded. A later ``route`` for the same method and path replaces the earlier one.
     """
 
-    def __init__(self) -> None:
-        """Start with no routes."""
-        super().__init__()
+    def __init__(self, port: int = 0) -> None:
+        """Start with no routes; listen on ``port`` (0: a free one)."""
+        super().__init__(port)
         self._routes: dict[tuple[str, str], Handler] = {}
 
     def route(

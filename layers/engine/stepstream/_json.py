@@ -15,7 +15,8 @@ from typing import Any
 
 def _default(value: Any) -> Any:
     if isinstance(value, Decimal):
-        # A Decimal that holds an integer stays an integer; any other keeps its digits.
+        # A Decimal that holds an integer stays an exact integer; any other becomes the
+        # nearest float, as every JSON reader would read it anyway.
         return int(value) if value == value.to_integral_value() else float(str(value))
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)

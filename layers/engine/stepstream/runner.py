@@ -130,6 +130,10 @@ class _Run:
             result = StepResult(step.id, step.type, "failed", {}, f"{exc}{where}", started)
         except StepstreamError as exc:
             result = StepResult(step.id, step.type, "failed", {}, str(exc), started)
+        except Exception as exc:  # noqa: BLE001 - a node's bug fails its step, never the run record
+            logger.exception("step crashed", extra={"run_id": self.run_id, "step_id": step.id})
+            error = f"{type(exc).__name__}: {exc}"
+            result = StepResult(step.id, step.type, "failed", {}, error, started)
         else:
             self.scope[step.id] = output
             result = StepResult(step.id, step.type, "completed", output, None, started)
