@@ -1,20 +1,34 @@
-"""Workflow definitions: YAML text in, a checked ``Workflow`` out.
+"""Workflow definitions: YAML text in, a checked ``Workflow`` out, every problem located.
 
-The format is the original service's: ``name``, ``description``, ``trigger`` and a
-list of ``steps``, each an ``id``, a ``type`` and that type's keys. Problems are
-collected, located by line and column, and reported together.
+One validator serves the API, ``stepstream validate`` and the engine. It reports
+all problems of a file at once, each with line, column, step id and field:
+
+- YAML syntax, duplicate keys, and the limits of ``_yaml``;
+- the format (``model.WorkflowModel``): unknown or missing keys, wrong value types,
+  unknown node types;
+- duplicate step ids; jump targets that do not exist;
+- templates that name no step, or a step that can never have run before the step
+  reading it on any path; condition expressions that do not parse.
+
+Warnings do not stop registration: unreachable steps, a template reading a step a
+branch may skip (without a ``?? default``), keys accepted only for the original
+format.
 """
 
 from __future__ import annotations
 
+import difflib
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
+from pydantic import ValidationError
 
+from stepstream import _yaml, expressions, templates
 from stepstream.errors import Problem, WorkflowInvalidError
+from stepstream.model import NODE_TYPES, WorkflowModel
 
-NODE_TYPES = frozenset({"trigger", "http", "llm", "condition", "notify"})
+NO_EFFECT_KEYS = {"output_key": "llm", "path": "trigger"}
 
 
 @dataclass(frozen=True)
@@ -24,14 +38,16 @@ class Step:
     Attributes:
         id: Unique within the workflow; templates read its output as ``{id.field}``.
         type: The node type that runs it.
-        config: The step's whole mapping as written, ``id`` and ``type`` included.
+        config: The step's mapping as written (checked against the model).
         line: 1-based line where the step starts in the YAML text.
+        max_iterations: How many times it may run in one run.
     """
 
     id: str
     type: str
     config: dict[str, Any] = field(hash=False, compare=False)
     line: int | None = None
+    max_iterations: int = 10
 
 
 @dataclass(frozen=True)
@@ -44,6 +60,7 @@ class Workflow:
         trigger: The trigger mapping (``type``, ``path``).
         steps: The steps in file order.
         yaml_content: The text it was parsed from, kept verbatim.
+        warnings: Problems that do not stop the workflow from running.
     """
 
     name: str
@@ -51,6 +68,7 @@ class Workflow:
     trigger: dict[str, Any]
     steps: tuple[Step, ...]
     yaml_content: str
+    warnings: tuple[Problem, ...] = ()
 
     @property
     def trigger_path(self) -> str:
@@ -71,122 +89,239 @@ class Workflow:
         raise KeyError(step_id)
 
 
-def _mark(node: yaml.Node) -> tuple[int, int]:
-    return node.start_mark.line + 1, node.start_mark.column + 1
+class _Locator:
+    """Turns paths in the document into problems with line, column and step id."""
+
+    def __init__(self, data: Any, positions: _yaml.Positions) -> None:
+        self.positions = positions
+        raw_steps = data.get("steps") if isinstance(data, dict) else None
+        self.raw_steps = raw_steps if isinstance(raw_steps, list) else []
+
+    def step_id(self, path: tuple) -> str | None:
+        if len(path) >= 2 and path[0] == "steps" and isinstance(path[1], int):
+            if path[1] < len(self.raw_steps) and isinstance(self.raw_steps[path[1]], dict):
+                step_id = self.raw_steps[path[1]].get("id")
+                return step_id if isinstance(step_id, str) else None
+        return None
+
+    def problem(self, message: str, path: tuple, key: str | None = None) -> Problem:
+        position = None
+        for depth in range(len(path), -1, -1):
+            position = self.positions.get(tuple(path[:depth]))
+            if position:
+                break
+        line, column = position or (None, None)
+        return Problem(message, line, column, self.step_id(path), key)
 
 
-def _compose(text: str) -> tuple[Any, yaml.Node | None]:
-    loader = yaml.SafeLoader(text)
+def _model_message(error: dict[str, Any], key: str | None, allowed: list[str]) -> str:
+    kind = error["type"]
+    if kind == "missing":
+        return f"missing required key '{key}'"
+    if kind == "extra_forbidden":
+        close = difflib.get_close_matches(str(key), allowed, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return f"unknown key '{key}'{hint}"
+    if kind == "union_tag_invalid":
+        return f"unknown node type {error['input'].get('type')!r} (known: {', '.join(NODE_TYPES)})"
+    if kind == "union_tag_not_found":
+        return f"missing required key 'type' (one of: {', '.join(NODE_TYPES)})"
+    return error["msg"][0].lower() + error["msg"][1:]
+
+
+def _model_problems(data: Any, locator: _Locator) -> list[Problem]:
     try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        raise WorkflowInvalidError(
-            [Problem(f"invalid YAML: {exc.problem or exc}", line=line, column=column)]
-        ) from exc
-    except yaml.YAMLError as exc:
-        raise WorkflowInvalidError([Problem(f"invalid YAML: {exc}")]) from exc
-    finally:
-        loader.dispose()
-    return data, node
+        WorkflowModel.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = list(error["loc"])
+            if len(loc) >= 3 and loc[0] == "steps" and loc[2] in NODE_TYPES:
+                loc.pop(2)  # the discriminator's tag, not a key of the file
+            key = str(loc[-1]) if loc and not isinstance(loc[-1], int) else None
+            model = _model_for(loc, data)
+            allowed = list(model.model_fields) if model else []
+            if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+                key = "type"
+            problems.append(locator.problem(_model_message(error, key, allowed), tuple(loc), key))
+        return problems
+    return []
 
 
-def _child(node: yaml.Node | None, key: str) -> yaml.Node | None:
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            if key_node.value == key:
-                return value_node
-    return None
+def _model_for(loc: list, data: Any) -> Any:
+    from stepstream import model
+
+    if len(loc) >= 3 and loc[0] == "steps" and isinstance(loc[1], int):
+        raw = data["steps"][loc[1]] if loc[1] < len(data["steps"]) else {}
+        by_type = {"trigger": model.TriggerStep, "http": model.HttpStep, "llm": model.LlmStep,
+                   "condition": model.ConditionStep, "notify": model.NotifyStep}
+        return by_type.get(raw.get("type")) if isinstance(raw, dict) else None
+    if loc and loc[0] == "trigger":
+        return model.TriggerModel
+    return model.WorkflowModel
 
 
-def _step_nodes(root: yaml.Node | None) -> list[yaml.Node | None]:
-    steps = _child(root, "steps")
-    return list(steps.value) if isinstance(steps, yaml.SequenceNode) else []
+def _successors(steps: list[Step], index: int) -> list[int]:
+    step, positions = steps[index], {s.id: i for i, s in enumerate(steps)}
+    following = [index + 1] if index + 1 < len(steps) else []
+    if step.type != "condition":
+        return following
+    targets = []
+    for key in ("on_true", "on_false"):
+        target = step.config.get(key)
+        targets.extend([positions[target]] if target in positions else following)
+    return sorted(set(targets))
 
 
-def _check_step(index: int, raw: Any, node: yaml.Node | None, seen: set[str]) -> list[Problem]:
-    line, column = _mark(node) if node is not None else (None, None)
-    if not isinstance(raw, dict):
-        return [Problem(f"step {index + 1} must be a mapping", line=line, column=column)]
-    step_id, node_type = raw.get("id"), raw.get("type")
-    problems = []
-    if not isinstance(step_id, str) or not step_id:
-        problems.append(Problem(f"step {index + 1} needs an 'id'", line, column, field="id"))
-    elif step_id in seen:
-        problems.append(Problem("duplicate step id", line, column, step_id, "id"))
-    if not isinstance(node_type, str) or node_type not in NODE_TYPES:
-        known = ", ".join(sorted(NODE_TYPES))
-        message = f"unknown node type {node_type!r} (known: {known})"
-        problems.append(Problem(message, line, column, step_id, "type"))
-    return problems
+def _reachable(steps: list[Step], start: int, avoid: int | None = None) -> set[int]:
+    seen, queue = {start}, deque([start])
+    while queue:
+        for following in _successors(steps, queue.popleft()):
+            if following not in seen and following != avoid:
+                seen.add(following)
+                queue.append(following)
+    return seen
 
 
-def _check_jumps(steps: list[Step]) -> list[Problem]:
-    positions = {step.id: index for index, step in enumerate(steps)}
-    problems = []
-    for index, step in enumerate(steps):
-        if step.type != "condition":
+class _Checker:
+    """The checks that need the whole workflow: ids, jumps, references, reachability."""
+
+    def __init__(self, steps: list[Step], locator: _Locator) -> None:
+        self.steps = steps
+        self.locator = locator
+        self.ids = [step.id for step in steps]
+        self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+        self.reach = [_reachable(steps, i) for i in range(len(steps))]
+
+    def at(self, index: int, key: str | None, message: str) -> Problem:
+        path = ("steps", index, key) if key else ("steps", index)
+        return self.locator.problem(message, path, key)
+
+    def check_ids_and_jumps(self) -> None:
+        seen: dict[str, int] = {}
+        for index, step in enumerate(self.steps):
+            if step.id in seen:
+                message = (f"duplicate step id '{step.id}' (first used by step "
+                           f"{seen[step.id] + 1}); step ids must be unique")
+                self.problems.append(self.at(index, "id", message))
+            seen.setdefault(step.id, index)
+            for key in ("on_true", "on_false"):
+                target = step.config.get(key)
+                if step.type == "condition" and target is not None and target not in self.ids:
+                    message = f"jumps to unknown step '{target}' (steps: {', '.join(self.ids)})"
+                    self.problems.append(self.at(index, key, message))
+
+    def check_references(self) -> None:
+        for index, step in enumerate(self.steps):
+            for path, text in templates.strings(
+                {k: v for k, v in step.config.items() if k not in ("id", "type")}
+            ):
+                key = str(path[0])
+                for ref in templates.references(text):
+                    self.check_reference(index, key, ref)
+            condition = step.config.get("condition")
+            if step.type == "condition" and isinstance(condition, str):
+                error = expressions.check_syntax(condition)
+                if error:
+                    self.problems.append(self.at(index, "condition", error))
+
+    def check_reference(self, index: int, key: str, ref: templates.Reference) -> None:
+        if ref.head == "trigger":
+            return
+        if ref.head not in self.ids:
+            known = ", ".join(["trigger", *self.ids])
+            message = (f"{ref} names no step '{ref.head}' (known: {known}); "
+                       "write \\{ for a literal brace")
+            self.problems.append(self.at(index, key, message))
+            return
+        source = self.ids.index(ref.head)
+        if index not in self.reach[source] or (source == index and not self.loops(index)):
+            message = f"{ref} reads step '{ref.head}', which can never have run before this step"
+            self.problems.append(self.at(index, key, message))
+        elif not ref.has_default and source != 0 and index in _reachable(self.steps, 0, source):
+            message = (f"{ref} reads step '{ref.head}', which a branch may skip; the step "
+                       "then fails unless the template has a default ({path ?? value})")
+            self.warnings.append(self.at(index, key, message))
+
+    def loops(self, index: int) -> bool:
+        return any(index in self.reach[following] for following in _successors(self.steps, index))
+
+    def check_reachability(self) -> None:
+        reached = self.reach[0] if self.steps else set()
+        for index, step in enumerate(self.steps):
+            if index not in reached:
+                message = f"step '{step.id}' can never run: no path from the first step leads to it"
+                self.warnings.append(self.at(index, None, message))
+            for key, node_type in NO_EFFECT_KEYS.items():
+                if step.type == node_type and key in step.config:
+                    message = f"'{key}' is accepted for the original format but has no effect"
+                    self.warnings.append(self.at(index, key, message))
+
+
+def _limit(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else default
+
+
+def _steps(data: dict[str, Any], locator: _Locator) -> list[Step]:
+    """The steps that have an id and a type (others are already reported by the model)."""
+    default_max = _limit(data.get("max_iterations"), 10)
+    raw_steps = data.get("steps") if isinstance(data.get("steps"), list) else []
+    steps = []
+    for index, raw in enumerate(raw_steps):
+        if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
             continue
-        for key in ("on_true", "on_false"):
-            target = step.config.get(key)
-            if target is None:
-                continue
-            if not isinstance(target, str) or target not in positions:
-                message = f"jumps to unknown step {target!r}"
-            elif positions[target] <= index:
-                message = f"jumps back to {target!r}; loops are not supported yet"
-            else:
-                continue
-            problems.append(Problem(message, step.line, None, step.id, key))
-    return problems
+        line = locator.positions.get(("steps", index), (None, None))[0]
+        limit = _limit(raw.get("max_iterations"), default_max)
+        steps.append(Step(raw["id"], str(raw.get("type")), dict(raw), line, limit))
+    return steps
+
+
+def check_workflow(text: str) -> tuple[Workflow | None, list[Problem], list[Problem]]:
+    """Check a workflow's YAML text.
+
+    Returns:
+        The workflow (None when there are errors), its errors and its warnings.
+    """
+    try:
+        data, positions, duplicates = _yaml.load(text)
+    except WorkflowInvalidError as exc:
+        return None, exc.problems, []
+    locator = _Locator(data, positions)
+    problems = [
+        Problem(p.message, p.line, p.column, locator.step_id((*path, 0)) if path else None, p.field)
+        for p, path in duplicates
+    ]
+    if not isinstance(data, dict):
+        return None, [*problems, Problem("a workflow must be a YAML mapping", 1, 1)], []
+    problems += _model_problems(data, locator)
+    checker = _Checker(_steps(data, locator), locator)
+    checker.check_ids_and_jumps()
+    if not checker.problems:
+        checker.check_references()
+    problems += checker.problems
+    if not problems:
+        checker.check_reachability()
+    if problems:
+        return None, problems, []
+    workflow = Workflow(
+        name=data["name"],
+        description=str(data.get("description") or ""),
+        trigger=data.get("trigger") or {},
+        steps=tuple(checker.steps),
+        yaml_content=text,
+        warnings=tuple(checker.warnings),
+    )
+    return workflow, [], checker.warnings
 
 
 def parse_workflow(text: str) -> Workflow:
     """Parse and check a workflow's YAML text.
 
-    Args:
-        text: The YAML document.
-
-    Returns:
-        The checked workflow.
-
     Raises:
         WorkflowInvalidError: With every problem found, each located in the text.
     """
-    data, root = _compose(text)
-    if not isinstance(data, dict):
-        raise WorkflowInvalidError([Problem("a workflow must be a YAML mapping", 1, 1)])
-    problems: list[Problem] = []
-    name = data.get("name")
-    if not isinstance(name, str) or not name:
-        problems.append(Problem("a workflow needs a 'name'", 1, 1, field="name"))
-    raw_steps = data.get("steps")
-    if not isinstance(raw_steps, list) or not raw_steps:
-        problems.append(Problem("a workflow needs a non-empty 'steps' list", 1, 1, field="steps"))
-        raw_steps = []
-    nodes = _step_nodes(root)
-    steps: list[Step] = []
-    seen: set[str] = set()
-    for index, raw in enumerate(raw_steps):
-        node = nodes[index] if index < len(nodes) else None
-        step_problems = _check_step(index, raw, node, seen)
-        problems.extend(step_problems)
-        if not step_problems:
-            seen.add(raw["id"])
-            line = _mark(node)[0] if node is not None else None
-            steps.append(Step(raw["id"], raw["type"], dict(raw), line))
-    problems.extend(_check_jumps(steps))
-    trigger = data.get("trigger") or {}
-    if not isinstance(trigger, dict):
-        problems.append(Problem("'trigger' must be a mapping", 1, 1, field="trigger"))
-    if problems:
+    workflow, problems, _warnings = check_workflow(text)
+    if workflow is None:
         raise WorkflowInvalidError(problems)
-    return Workflow(
-        name=name,
-        description=str(data.get("description") or ""),
-        trigger=trigger,
-        steps=tuple(steps),
-        yaml_content=text,
-    )
+    return workflow

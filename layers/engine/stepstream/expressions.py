@@ -1,53 +1,186 @@
-"""Condition expressions, evaluated safely by simpleeval (no ``eval``).
+"""Condition expressions: a small typed language evaluated by simpleeval (no ``eval``).
 
-A condition is a Python-like expression over references: ``{fetch.status_code} == 200``,
-``{score.parsed.score} >= 7 and "vip" in {trigger.body.tags}``. Each ``{reference}``
-becomes a variable bound to the referenced value, so values from a run's input are
-data and can never change the expression's meaning. ``true``, ``false`` and ``null``
-are the JSON literals. Comparing values of incompatible types is a step error.
+Syntax is Python's expression subset: arithmetic on numbers (``+ - * / %``), comparisons (``==`` ``!=`` ``<`` ``<=`` ``>``
+``>=``, chained), ``and``/``or``/``not``, ``in``/``not in``, parentheses, quoted
+strings, numbers, ``true``/``false``/``null``, and ``{references}``. Each reference
+becomes a variable bound to its value, so data from a run's input can never change
+what the expression means (case C09).
+
+Typing rules (case C03):
+
+- ``==``/``!=`` compare values of one kind: numbers with numbers (ints exactly, never
+  through float), strings with strings, booleans with booleans, lists, objects;
+  ``null`` may be compared with anything. Other pairs are a step error.
+- ``<``, ``<=``, ``>``, ``>=`` need two numbers or two strings.
+- ``in`` needs a string in a string, any value in a list, or a key in an object.
+- A truth test (the whole condition, operands of ``and``/``or``/``not``) accepts a
+  boolean, or a number (0 is false). A string such as ``"false"`` or ``""``, null,
+  a list or an object is a step error naming the value, never silently true.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Collection, Mapping
+import ast
+import operator
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from simpleeval import EvalWithCompoundTypes, InvalidExpression
 
 from stepstream.errors import ExpressionError
-from stepstream.templates import REFERENCE, render_string
+from stepstream.templates import REFERENCE, _reference, resolve
 
-_LITERALS = {"true": True, "false": False, "null": None, "True": True, "False": False}
+_LITERALS = {"true": True, "false": False, "null": None}
 
 
-def evaluate(expression: str, scope: Mapping[str, Any], known: Collection[str]) -> Any:
-    """Evaluate ``expression`` with its references bound to values from ``scope``.
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if value is None:
+        return "null"
+    return {str: "string", list: "list"}.get(type(value), "object")
 
-    Raises:
-        ExpressionError: The expression is malformed or compares incompatible values.
-        TemplateError: A reference cannot be resolved.
-    """
-    names: dict[str, Any] = dict(_LITERALS)
 
-    def bind(match: re.Match[str]) -> str:
-        head = match.group(1).split(".")[0]
-        if head not in known:
+def _describe(value: Any) -> str:
+    text = repr(value) if isinstance(value, str) else str(value)
+    return f"{_kind(value)} {text[:80]}"
+
+
+def truth(value: Any) -> bool:
+    """The truth of a condition value under the rules above."""
+    kind = _kind(value)
+    if kind == "boolean":
+        return bool(value)
+    if kind == "number":
+        return value != 0
+    raise ExpressionError(
+        f"a condition needs a boolean (or a number), not the {_describe(value)}",
+        field="condition",
+    )
+
+
+def _equality(compare: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
+    def checked(left: Any, right: Any) -> bool:
+        if left is not None and right is not None and _kind(left) != _kind(right):
             raise ExpressionError(
-                f"{expression!r} reads {match.group(0)}, but there is no step '{head}'",
+                f"cannot compare the {_describe(left)} with the {_describe(right)}",
                 field="condition",
             )
-        name = f"_ref{len(names)}"
-        names[name] = render_string(match.group(0), scope, known, "condition")
-        return name
+        return compare(left, right)
 
-    source = REFERENCE.sub(bind, expression)
-    evaluator = EvalWithCompoundTypes(names=names, functions={})
+    return checked
+
+
+def _ordering(compare: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
+    def checked(left: Any, right: Any) -> bool:
+        kinds = {_kind(left), _kind(right)}
+        if kinds not in ({"number"}, {"string"}):
+            raise ExpressionError(
+                f"cannot order the {_describe(left)} and the {_describe(right)}",
+                field="condition",
+            )
+        return compare(left, right)
+
+    return checked
+
+
+def _contains(item: Any, container: Any) -> bool:
+    kind = _kind(container)
+    if kind == "string" and isinstance(item, str):
+        return item in container
+    if kind == "list":
+        return item in container
+    if kind == "object" and isinstance(item, str):
+        return item in container
+    raise ExpressionError(
+        f"cannot look for the {_describe(item)} in the {_describe(container)}", field="condition"
+    )
+
+
+def _arithmetic(compute: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def checked(left: Any, right: Any) -> Any:
+        if {_kind(left), _kind(right)} != {"number"}:
+            raise ExpressionError(
+                f"arithmetic needs numbers, not the {_describe(left)} and the {_describe(right)}",
+                field="condition",
+            )
+        return compute(left, right)
+
+    return checked
+
+
+_OPERATORS: dict[type, Callable[..., Any]] = {
+    ast.Add: _arithmetic(operator.add),
+    ast.Sub: _arithmetic(operator.sub),
+    ast.Mult: _arithmetic(operator.mul),
+    ast.Div: _arithmetic(operator.truediv),
+    ast.Mod: _arithmetic(operator.mod),
+    ast.Eq: _equality(operator.eq),
+    ast.NotEq: _equality(operator.ne),
+    ast.Lt: _ordering(operator.lt),
+    ast.LtE: _ordering(operator.le),
+    ast.Gt: _ordering(operator.gt),
+    ast.GtE: _ordering(operator.ge),
+    ast.In: _contains,
+    ast.NotIn: lambda item, container: not _contains(item, container),
+    ast.Not: lambda value: not truth(value),
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
+}
+
+
+class _Evaluator(EvalWithCompoundTypes):
+    """simpleeval with typed truth tests for ``and``/``or``."""
+
+    def _eval_boolop(self, node: ast.BoolOp) -> bool:
+        want = isinstance(node.op, ast.Or)
+        for value in node.values:
+            if truth(self._eval(value)) is want:
+                return want
+        return not want
+
+
+def compile_source(expression: str) -> tuple[str, list[Any]]:
+    """``expression`` with each reference replaced by a variable name, and the references."""
+    refs: list[Any] = []
+
+    def bind(match: Any) -> str:
+        refs.append(_reference(match))
+        return f"_ref{len(refs) - 1}"
+
+    return REFERENCE.sub(bind, expression), refs
+
+
+def check_syntax(expression: str) -> str | None:
+    """Why ``expression`` cannot be parsed, or None when it can (a registration check)."""
+    source, _refs = compile_source(expression)
     try:
-        return evaluator.eval(source)
-    except (InvalidExpression, SyntaxError, ArithmeticError, LookupError, ValueError) as exc:
-        raise ExpressionError(f"cannot evaluate {expression!r}: {exc}", field="condition") from exc
-    except TypeError as exc:
-        raise ExpressionError(
-            f"{expression!r} compares values of incompatible types: {exc}", field="condition"
-        ) from exc
+        ast.parse(source.strip(), mode="eval")
+    except SyntaxError as exc:
+        return f"the condition is not a valid expression: {exc.msg}"
+    return None
+
+
+def evaluate(expression: str | bool, scope: Mapping[str, Any], known: Collection[str]) -> bool:
+    """Evaluate a condition to a boolean.
+
+    Raises:
+        ExpressionError: Malformed, or it mixes types, or its result is not a truth value.
+        TemplateError: A reference cannot be resolved.
+    """
+    if isinstance(expression, bool):
+        return expression
+    source, refs = compile_source(expression)
+    names = dict(_LITERALS)
+    for index, ref in enumerate(refs):
+        names[f"_ref{index}"] = resolve(ref, scope, known, "condition")
+    evaluator = _Evaluator(operators=_OPERATORS, functions={}, names=names)
+    try:
+        return truth(evaluator.eval(source.strip()))
+    except ExpressionError as exc:
+        raise ExpressionError(f"{expression!r}: {exc}", field="condition") from None
+    except (InvalidExpression, SyntaxError, ArithmeticError, LookupError, ValueError,
+            TypeError) as exc:
+        raise ExpressionError(f"cannot evaluate {expression!r}: {exc}", field="condition") from None

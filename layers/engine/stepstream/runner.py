@@ -1,16 +1,23 @@
-"""The runner: executes a workflow's steps in order, following condition jumps.
+"""The runner: executes a workflow's steps, following condition jumps, loops bounded.
 
-Order rule (the original's, made explicit):
+Order rules:
+
 - Steps run in file order.
-- A ``condition`` jumps to ``on_true`` or ``on_false``; the branch not taken is
-  marked ``skipped``, and so is every step passed over between the condition and
-  its target. Execution then goes on in file order from the target, passing over
-  steps already decided.
-- A jump backwards is refused at registration until bounded loops land.
-- When a step fails, the run fails and every step not yet decided is ``skipped``.
+- A ``condition`` jumps to ``on_true`` or ``on_false`` (without one, to the next
+  step). The branch not taken is ``skipped``, and so is every step a forward jump
+  passes over; when execution later falls through to a skipped step, it passes it
+  by. A jump always runs its target, even one skipped earlier.
+- A jump backwards starts a new pass: the skip marks are cleared, and steps run
+  again. Each step may run at most ``max_iterations`` times per run (the step's own
+  key, else the workflow's, default 10); the run fails, naming the step and the
+  limit, rather than running it once more.
+- When a step fails, the run fails and every step that never ran is ``skipped``.
+- A skipped step's output cannot be read: a template reading it fails its step
+  (or takes its ``?? default``), never sees stale or empty data.
 
-``steps_completed`` counts decided steps (ran or skipped), so a finished run of six
-steps reports 6/6 whichever branch it took.
+``steps_completed`` counts distinct steps that ran or were skipped, so a finished
+six-step run reports 6/6 whichever branches (and however many loops) it took.
+Step events carry ``iteration``: which execution of that step they are about.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from stepstream import _json
 from stepstream.definition import Step, Workflow
 from stepstream.errors import StepError, StepstreamError
 from stepstream.nodes import NODES, StepContext
+from stepstream.templates import SKIPPED
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +47,7 @@ def now_iso() -> str:
 
 @dataclass
 class StepResult:
-    """What became of one step in one run."""
+    """What became of one execution (or the skipping) of one step."""
 
     step_id: str
     node_type: str
@@ -48,6 +56,7 @@ class StepResult:
     error: str | None = None
     started_at: str | None = None
     completed_at: str | None = None
+    iteration: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """The result in the API's shape (``output_data``, ``error_message``)."""
@@ -59,6 +68,7 @@ class StepResult:
             "error_message": self.error,
             "started_at": self.started_at,
             "completed_at": self.completed_at,
+            "iteration": self.iteration,
         }
 
 
@@ -80,7 +90,7 @@ class Recorder(Protocol):
         """Record one event of the run."""
 
     def step_done(self, result: StepResult, steps_completed: int) -> None:
-        """Record one step's final result."""
+        """Record one step's result (each execution, and each skipping)."""
 
 
 def summarize(output: Any) -> Any:
@@ -91,6 +101,12 @@ def summarize(output: Any) -> Any:
     return {"truncated": True, "size": len(text), "preview": text[: EVENT_OUTPUT_LIMIT // 4]}
 
 
+def _error_text(exc: Exception) -> str:
+    if isinstance(exc, StepError) and exc.field and not str(exc).startswith(f"{exc.field}:"):
+        return f"{exc.field}: {exc}"
+    return str(exc)
+
+
 class _Run:
     def __init__(self, workflow: Workflow, run_id: str, trigger: dict[str, Any], rec: Recorder):
         self.workflow = workflow
@@ -98,65 +114,84 @@ class _Run:
         self.recorder = rec
         self.scope: dict[str, Any] = {"trigger": trigger}
         self.known = frozenset({*workflow.step_ids, "trigger"})
-        self.results: dict[str, StepResult] = {}
+        self.last: dict[str, StepResult] = {}
+        self.visits: dict[str, int] = {}
+        self.passed: set[str] = set()
         self.total = len(workflow.steps)
 
     def progress(self) -> dict[str, Any]:
-        done = len(self.results)
+        done = len(self.last)
         percent = int(done * 100 / self.total) if self.total else 100
         return {"steps_completed": done, "total_steps": self.total, "progress": percent}
 
     def decide(self, result: StepResult, event_type: str, **extra: Any) -> None:
-        self.results[result.step_id] = result
-        self.recorder.step_done(result, len(self.results))
-        data = {"step_id": result.step_id, "node_type": result.node_type}
-        self.recorder.emit(event_type, {**data, "status": result.status, **self.progress(), **extra})
+        self.last[result.step_id] = result
+        self.recorder.step_done(result, len(self.last))
+        data = {"step_id": result.step_id, "node_type": result.node_type, "status": result.status}
+        if result.iteration:
+            data["iteration"] = result.iteration
+        self.recorder.emit(event_type, {**data, **self.progress(), **extra})
 
     def skip(self, step: Step) -> None:
-        if step.id not in self.results:
+        """Mark ``step`` passed over in this pass (once), and its output unreadable."""
+        self.passed.add(step.id)
+        self.scope[step.id] = SKIPPED
+        previous = self.last.get(step.id)
+        if previous is None or previous.status != "skipped":
             self.decide(StepResult(step.id, step.type, "skipped"), "step_skipped")
 
     def execute(self, step: Step) -> StepResult:
-        started = now_iso()
-        data = {"step_id": step.id, "node_type": step.type, "status": "running"}
+        iteration = self.visits[step.id] = self.visits.get(step.id, 0) + 1
+        data = {"step_id": step.id, "node_type": step.type, "status": "running",
+                "iteration": iteration}
         self.recorder.emit("step_started", {**data, **self.progress()})
+        result = StepResult(step.id, step.type, "completed", started_at=now_iso(),
+                            iteration=iteration)
         clock = time.perf_counter()
-        ctx = StepContext(step, self.scope, self.known, self.run_id)
         try:
-            output = NODES[step.type](ctx)
-        except StepError as exc:
-            exc.step_id = exc.step_id or step.id
-            where = f" ({exc.field})" if exc.field else ""
-            result = StepResult(step.id, step.type, "failed", {}, f"{exc}{where}", started)
+            result.output = NODES[step.type](StepContext(step, self.scope, self.known, self.run_id))
         except StepstreamError as exc:
-            result = StepResult(step.id, step.type, "failed", {}, str(exc), started)
+            result.status, result.error = "failed", _error_text(exc)
         except Exception as exc:  # noqa: BLE001 - a node's bug fails its step, never the run record
             logger.exception("step crashed", extra={"run_id": self.run_id, "step_id": step.id})
-            error = f"{type(exc).__name__}: {exc}"
-            result = StepResult(step.id, step.type, "failed", {}, error, started)
-        else:
-            self.scope[step.id] = output
-            result = StepResult(step.id, step.type, "completed", output, None, started)
+            result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
         result.completed_at = now_iso()
         duration_ms = round((time.perf_counter() - clock) * 1000, 3)
         if result.status == "completed":
-            self.decide(result, "step_completed", output=summarize(output), duration_ms=duration_ms)
+            self.scope[step.id] = result.output
+            self.decide(result, "step_completed", output=summarize(result.output),
+                        duration_ms=duration_ms)
         else:
             self.decide(result, "step_failed", error=result.error, duration_ms=duration_ms)
         return result
 
     def jump(self, index: int, step: Step, result: StepResult) -> int:
+        """Where execution goes after condition ``step`` at ``index`` decided."""
+        steps = self.workflow.steps
         target = result.output.get("next_step")
+        target_index = self.workflow.index_of(target) if target else index + 1
+        if target_index <= index:
+            self.passed.clear()  # a new pass over the loop's steps
+        else:
+            for passed in steps[index + 1 : target_index]:
+                self.skip(passed)
         other = step.config.get("on_false" if result.output.get("result") else "on_true")
         if other and other != target:
-            self.skip(self.workflow.steps[self.workflow.index_of(other)])
-        if not target:
-            return index + 1
-        # Registration refuses backward jumps, so the target lies ahead.
-        target_index = self.workflow.index_of(target)
-        for passed in self.workflow.steps[index + 1 : target_index]:
-            self.skip(passed)
+            self.skip(steps[self.workflow.index_of(other)])
+        self.passed.discard(target or "")
         return target_index
+
+    def over_limit(self, step: Step) -> str | None:
+        runs = self.visits.get(step.id, 0)
+        if runs < step.max_iterations:
+            return None
+        message = (f"Step '{step.id}' hit its loop limit: it ran {runs} times and "
+                   f"max_iterations is {step.max_iterations}")
+        self.recorder.emit("step_failed", {
+            "step_id": step.id, "node_type": step.type, "status": "failed",
+            "iteration": runs + 1, **self.progress(), "error": message, "duration_ms": 0,
+        })
+        return message
 
     def run(self) -> RunOutcome:
         self.recorder.emit("run_started", {"status": "running", **self.progress()})
@@ -164,9 +199,12 @@ class _Run:
         index, error = 0, None
         while index < len(steps) and error is None:
             step = steps[index]
-            if step.id in self.results:
+            if step.id in self.passed:
                 index += 1
                 continue
+            error = self.over_limit(step)
+            if error:
+                break
             result = self.execute(step)
             if result.status == "failed":
                 error = f"Step '{step.id}' failed: {result.error}"
@@ -175,11 +213,12 @@ class _Run:
             else:
                 index += 1
         for step in steps:
-            self.skip(step)
+            if step.id not in self.last:
+                self.skip(step)
         status = "failed" if error else "completed"
-        terminal = {"status": status, **self.progress(), "error": error}
-        self.recorder.emit(f"run_{status}", terminal)
-        return RunOutcome(status, len(self.results), self.total, error, list(self.results.values()))
+        self.recorder.emit(f"run_{status}", {"status": status, **self.progress(), "error": error})
+        results = list(self.last.values())
+        return RunOutcome(status, len(self.last), self.total, error, results)
 
 
 def run_workflow(

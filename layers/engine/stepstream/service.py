@@ -42,6 +42,7 @@ class _StoredRecorder:
         self.engine = engine
         self.run_id = run_id
         self.seq = 0
+        self.executions: dict[str, list[dict[str, Any]]] = {}
 
     def emit(self, event_type: str, data: dict[str, Any]) -> None:
         self.seq += 1
@@ -58,7 +59,14 @@ class _StoredRecorder:
             self.engine.publisher.publish(self.run_id, self.seq, text)
 
     def step_done(self, result: StepResult, steps_completed: int) -> None:
-        self.engine.store.put_step(self.run_id, result.as_dict(), steps_completed)
+        history = self.executions.setdefault(result.step_id, [])
+        if result.iteration:
+            history.append(result.as_dict())
+        stored = result.as_dict()
+        if len(history) > 1:
+            # A step that ran in a loop keeps every execution, not just the last.
+            stored["executions"] = history
+        self.engine.store.put_step(self.run_id, stored, steps_completed)
 
 
 def run_view(record: dict[str, Any], detail: bool = False) -> dict[str, Any]:

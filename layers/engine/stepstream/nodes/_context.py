@@ -34,3 +34,9 @@ class StepContext:
     def text(self, key: str, default: str = "") -> str:
         """The step's key ``key`` rendered as text (structures become JSON)."""
         return templates.to_text(self.get(key, default))
+
+    def url(self, key: str = "url") -> str:
+        """The step's URL key rendered with its data percent-encoded (see ``templates``)."""
+        raw = self.step.config.get(key) or ""
+        rendered = templates.render_string(str(raw), self.scope, self.known, key, url=True)
+        return templates.to_text(rendered)

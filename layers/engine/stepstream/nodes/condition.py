@@ -10,8 +10,8 @@ from stepstream.nodes._context import StepContext
 
 def run(ctx: StepContext) -> dict[str, Any]:
     """Evaluate ``condition``; ``next_step`` is ``on_true`` or ``on_false``."""
-    expression = str(ctx.step.config.get("condition", "true"))
-    result = bool(expressions.evaluate(expression, ctx.scope, ctx.known))
+    expression = ctx.step.config.get("condition", True)
+    result = expressions.evaluate(expression, ctx.scope, ctx.known)
     next_step = ctx.step.config.get("on_true" if result else "on_false")
     return {
         "result": result,

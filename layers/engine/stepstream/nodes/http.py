@@ -35,7 +35,7 @@ def _response_body(response: httpx.Response) -> Any:
 
 def run(ctx: StepContext) -> dict[str, Any]:
     """Send the request the step describes."""
-    url = ctx.text("url")
+    url = ctx.url("url")
     method = str(ctx.get("method", "GET")).upper()
     headers = {str(k): to_text(v) for k, v in (ctx.get("headers") or {}).items()}
     try:

@@ -46,7 +46,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
         "subject": ctx.text("subject", "Workflow Notification"),
     }
     if channel == "webhook":
-        url = ctx.text("url") or output["recipient"]
+        url = ctx.url("url") if ctx.step.config.get("url") else output["recipient"]
         payload = {**output, "run_id": ctx.run_id, "step_id": ctx.step.id}
         output.update(url=url, status_code=_post_webhook(ctx, url, payload))
         output.update(sent=True, delivered=True)
