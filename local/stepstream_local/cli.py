@@ -1,7 +1,8 @@
-"""The ``stepstream`` command: run the local stack, and the demo on top of it."""
+"""The ``stepstream`` command: the local stack, the demo, and checking workflow files."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from pathlib import Path
@@ -9,6 +10,9 @@ from pathlib import Path
 import click
 import httpx
 
+from stepstream.definition import check_workflow
+from stepstream.errors import Problem
+from stepstream.model import json_schema
 from stepstream_local.stack import DEFAULT_TEMPLATE, LocalStack, port_is_free
 from stepstream_local.watch import watch
 
@@ -87,3 +91,33 @@ def demo(workflow: Path, redis_url: str | None) -> None:
         stack.stop()
     if last.get("type") != "run_completed":
         raise SystemExit(1)
+
+
+def _report(path: str, kind: str, problem: Problem) -> str:
+    where = f"{path}:{problem.line or 1}:{problem.column or 1}"
+    step = f" [step {problem.step_id}]" if problem.step_id else ""
+    return f"{where}: {kind}: {problem.message}{step}"
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+def validate(files: tuple[str, ...]) -> None:
+    """Check workflow files; print problems as FILE:LINE:COL like a compiler."""
+    failed = False
+    for path in files:
+        _workflow, errors, warnings = check_workflow(Path(path).read_text(encoding="utf-8"))
+        for problem in errors:
+            click.echo(_report(path, "error", problem))
+        for problem in warnings:
+            click.echo(_report(path, "warning", problem))
+        failed = failed or bool(errors)
+        if not errors:
+            click.echo(f"{path}: ok" + (f" ({len(warnings)} warnings)" if warnings else ""), err=True)
+    if failed:
+        raise SystemExit(1)
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of the workflow format (schema/workflow.schema.json)."""
+    click.echo(json.dumps(json_schema(), indent=2))

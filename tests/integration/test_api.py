@@ -63,7 +63,7 @@ steps:
     assert response.status_code == 422
     errors = response.json()["errors"]
     assert {(e["step_id"], e["field"]) for e in errors} == {("a", "type"), ("b", "on_true")}
-    assert {e["line"] for e in errors} == {3, 5}
+    assert {(e["line"], e["column"]) for e in errors} == {(4, 11), (8, 14)}
 
 
 def test_missing_body_field_is_422_not_500(api: httpx.Client) -> None:

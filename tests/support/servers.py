@@ -220,6 +220,7 @@ class MockHttpServer(LocalServer):
         """Start with no routes; listen on ``port`` (0: a free one)."""
         super().__init__(port)
         self._routes: dict[tuple[str, str], Handler] = {}
+        self._fallback: Handler | None = None
 
     def route(
         self,
@@ -255,6 +256,11 @@ class MockHttpServer(LocalServer):
         with self._lock:
             self._routes[(method.upper(), path)] = handler
 
+    def respond_to_the_rest(self, handler: Handler) -> None:
+        """Answer every request no route matches with what ``handler`` builds."""
+        with self._lock:
+            self._fallback = handler
+
     def requests_to(self, path: str) -> list[RecordedRequest]:
         """The requests received for ``path``, oldest first."""
         return [request for request in self.requests if request.path == path]
@@ -262,7 +268,7 @@ class MockHttpServer(LocalServer):
     def answer(self, request: RecordedRequest) -> Reply:
         """The configured route's reply, or a JSON 404 naming what was asked for."""
         with self._lock:
-            handler = self._routes.get((request.method, request.path))
+            handler = self._routes.get((request.method, request.path)) or self._fallback
         if handler is None:
             return json_reply(404, {"error": f"no route for {request.method} {request.path}"})
         return handler(request)

@@ -143,6 +143,7 @@ def _model_problems(data: Any, locator: _Locator) -> list[Problem]:
             allowed = list(model.model_fields) if model else []
             if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
                 key = "type"
+                loc.append("type")
             problems.append(locator.problem(_model_message(error, key, allowed), tuple(loc), key))
         return problems
     return []

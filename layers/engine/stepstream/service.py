@@ -96,6 +96,8 @@ def workflow_view(record: dict[str, Any], detail: bool = False) -> dict[str, Any
         "created_at": record["created_at"],
         "updated_at": record["updated_at"],
     }
+    if "warnings" in record:
+        view["warnings"] = record["warnings"]
     if detail:
         view["yaml_content"] = record["yaml_content"]
         view["steps"] = [step.config for step in parse_workflow(record["yaml_content"]).steps]
@@ -118,7 +120,10 @@ class Engine:
     # -- workflows -----------------------------------------------------------------
 
     def register_workflow(self, yaml_content: str) -> dict[str, Any]:
-        """Check and store a workflow; raises ``WorkflowInvalidError`` or ``ConflictError``."""
+        """Check and store a workflow; raises ``WorkflowInvalidError`` or ``ConflictError``.
+
+        The returned record also lists the workflow's ``warnings`` (not stored).
+        """
         workflow = parse_workflow(yaml_content)
         at = now_iso()
         record = {
@@ -132,7 +137,7 @@ class Engine:
         }
         self.store.put_workflow(record)
         logger.info("workflow registered", extra={"workflow_id": record["workflow_id"]})
-        return record
+        return {**record, "warnings": [problem.as_dict() for problem in workflow.warnings]}
 
     # -- runs ----------------------------------------------------------------------
 
