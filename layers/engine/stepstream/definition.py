@@ -203,8 +203,9 @@ class _Checker:
         seen: dict[str, int] = {}
         for index, step in enumerate(self.steps):
             if step.id in seen:
-                message = (f"duplicate step id '{step.id}' (first used by step "
-                           f"{seen[step.id] + 1}); step ids must be unique")
+                first = self.steps[seen[step.id]].line
+                message = (f"duplicate step id '{step.id}' (first on line {first}); "
+                           "step ids must be unique")
                 self.problems.append(self.at(index, "id", message))
             seen.setdefault(step.id, index)
             for key in ("on_true", "on_false"):

@@ -10,7 +10,8 @@ Typing rules (case C03):
 
 - ``==``/``!=`` compare values of one kind: numbers with numbers (ints exactly, never
   through float), strings with strings, booleans with booleans, lists, objects;
-  ``null`` may be compared with anything. Other pairs are a step error.
+  ``null`` may be compared with anything, and a boolean with a number compares the
+  number's truth (``0 == false``). Other pairs, e.g. ``"1" == 1``, are a step error.
 - ``<``, ``<=``, ``>``, ``>=`` need two numbers or two strings.
 - ``in`` needs a string in a string, any value in a list, or a key in an object.
 - A truth test (the whole condition, operands of ``and``/``or``/``not``) accepts a
@@ -63,7 +64,11 @@ def truth(value: Any) -> bool:
 
 def _equality(compare: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
     def checked(left: Any, right: Any) -> bool:
-        if left is not None and right is not None and _kind(left) != _kind(right):
+        kinds = {_kind(left), _kind(right)}
+        if kinds == {"boolean", "number"}:
+            # Numbers are truth values (see above): 0 == false, 1 == true.
+            return compare(truth(left), truth(right))
+        if left is not None and right is not None and len(kinds) > 1:
             raise ExpressionError(
                 f"cannot compare the {_describe(left)} with the {_describe(right)}",
                 field="condition",
