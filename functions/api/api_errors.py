@@ -24,6 +24,11 @@ def _json(status: int, body: dict[str, object]) -> Response:
 def install(app: APIGatewayHttpResolver) -> None:
     """Map the engine's errors to statuses on ``app``; anything else is a logged 500."""
 
+    @app.exception_handler(UnicodeDecodeError)
+    def not_text(exc: UnicodeDecodeError) -> Response:
+        logger.info("request body is not UTF-8")
+        return _json(400, {"detail": "the request body is not UTF-8 text"})
+
     @app.exception_handler(WorkflowInvalidError)
     def invalid_workflow(exc: WorkflowInvalidError) -> Response:
         logger.info("workflow rejected", extra={"problems": str(exc)})

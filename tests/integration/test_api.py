@@ -150,3 +150,37 @@ def test_openapi_document_is_served(api: httpx.Client) -> None:
 
     assert "/api/v1/runs/{workflow_id}/execute-async" in document["paths"]
     assert "/api/v1/workflows" in document["paths"]
+
+
+BOMB = "\n".join(
+    [f"l0: &l0 [{', '.join(['x'] * 9)}]"]
+    + [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+)
+NASTY_DOCUMENTS = {
+    "alias bomb": (BOMB, "20000 values"),
+    "deep nesting": ("steps: " + "[" * 200 + "]" * 200, "64 levels"),
+    "huge document": ("name: x\ndescription: " + "a" * 300_000, "256 KiB"),
+    "control characters": ("name: \x00\x01\x02", "invalid YAML"),
+    "not a mapping": ("- just\n- a list", "mapping"),
+    "empty": ("", "mapping"),
+    "two documents": ("name: a\n---\nname: b\n", "invalid YAML"),
+}
+
+
+def test_nasty_documents_are_refused_with_a_limit_or_reason(api: httpx.Client) -> None:
+    """Alias bombs, deep nesting, huge or binary documents get a 422 that says why."""
+    for label, (text, reason) in NASTY_DOCUMENTS.items():
+        response = api.post("/api/v1/workflows", json={"yaml_content": text})
+
+        assert response.status_code == 422, label
+        assert reason in response.text, (label, response.text)
+
+
+def test_body_that_is_not_json_is_a_4xx(api: httpx.Client) -> None:
+    """Bytes that are not JSON (or not UTF-8) as a registration body are a client error."""
+    for raw in (b"\xff\xfe\x00garbage", b"{", b"[]", b'{"yaml_content": 5}'):
+        response = api.post(
+            "/api/v1/workflows", content=raw, headers={"content-type": "application/json"}
+        )
+
+        assert 400 <= response.status_code < 500, (raw, response.status_code)

@@ -163,8 +163,9 @@ def load(text: str) -> tuple[Any, Positions, list[tuple[Problem, Path]]]:
         raise WorkflowInvalidError([Problem(
             f"the document is larger than the limit of {MAX_DOCUMENT_BYTES // 1024} KiB", 1, 1
         )])
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)
         root = loader.get_single_node()
         if root is None:
             return None, {}, []
@@ -180,5 +181,6 @@ def load(text: str) -> tuple[Any, Positions, list[tuple[Problem, Path]]]:
         message = f"the document nests deeper than {MAX_DEPTH} levels"
         raise WorkflowInvalidError([Problem(message, 1, 1)]) from exc
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, walker.positions, walker.problems
