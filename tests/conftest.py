@@ -16,7 +16,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "workflows"
-CASES = ROOT.parent / "shared" / "cases"
+# Copies of ../shared/cases (users' reports distilled into inputs), kept with the tests
+# so that any clone can run them.
+CASES = ROOT / "tests" / "cases"
 
 
 def pytest_report_header() -> str:

@@ -8,6 +8,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
 from stepstream import (
     ConflictError,
+    InputTooLargeError,
     NotFoundError,
     StepstreamError,
     StorageError,
@@ -28,6 +29,21 @@ def install(app: APIGatewayHttpResolver) -> None:
     def not_text(exc: UnicodeDecodeError) -> Response:
         logger.info("request body is not UTF-8")
         return _json(400, {"detail": "the request body is not UTF-8 text"})
+
+    @app.exception_handler(InputTooLargeError)
+    def too_large(exc: InputTooLargeError) -> Response:
+        return _json(413, {"detail": str(exc)})
+
+    @app.exception_handler(RecursionError)
+    def too_deep(exc: RecursionError) -> Response:
+        logger.info("request body nests too deeply")
+        return _json(400, {"detail": "the request body nests too deeply"})
+
+    @app.exception_handler(ValueError)
+    def bad_value(exc: ValueError) -> Response:
+        # json.loads' refusals (e.g. an integer of more than 4300 digits) end up here.
+        logger.info("request body refused", extra={"error": str(exc)})
+        return _json(400, {"detail": f"the request body cannot be read: {exc}"})
 
     @app.exception_handler(WorkflowInvalidError)
     def invalid_workflow(exc: WorkflowInvalidError) -> Response:

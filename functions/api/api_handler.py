@@ -40,6 +40,10 @@ def engine() -> Engine:
     return Engine(Settings.from_env())
 
 
+def _run(record: dict[str, Any], detail: bool = False) -> dict[str, Any]:
+    return run_view(record, detail, engine().stream_url(record["run_id"]))
+
+
 def _created(body: dict[str, Any], status: int = 201) -> Response[dict[str, Any]]:
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
 
@@ -82,20 +86,7 @@ def delete_workflow(workflow_id: str) -> Response[None]:
     return Response(status_code=204)
 
 
-@app.post("/api/v1/runs/<workflow_id>/execute")
-def execute(workflow_id: str, body: RunInput) -> Response[dict[str, Any]]:
-    """Run a workflow in this request and return the finished run."""
-    return _created(run_view(engine().run_inline(workflow_id, body.data, None)))
-
-
-@app.post("/api/v1/runs/<workflow_id>/execute-async")
-def execute_async(workflow_id: str, body: RunInput) -> Response[dict[str, Any]]:
-    """Queue a run for the executor and return it at once, ``queued``."""
-    run = engine().create_run(workflow_id, body.data, None, "queued")
-    engine().enqueue_run(run["run_id"])
-    return _created(run_view(run), status=202)
-
-
+# Before the execute routes: /runs/trigger/execute is a webhook, not workflow 'trigger'.
 @app.post("/api/v1/runs/trigger/<path>")
 def trigger(path: str) -> dict[str, Any]:
     """Run the workflow whose webhook path is ``/triggers/<path>`` with the request body."""
@@ -106,14 +97,28 @@ def trigger(path: str) -> dict[str, Any]:
         raise BadRequestError(f"the request body is not JSON: {exc}") from exc
     workflow_id = engine().store.workflow_id_for_path(f"/triggers/{path}")
     headers = dict(app.current_event.headers or {})
-    run = run_view(engine().run_inline(workflow_id, data, headers))
+    run = _run(engine().run_inline(workflow_id, data, headers))
     return {**run, "workflow_id": workflow_id}
+
+
+@app.post("/api/v1/runs/<workflow_id>/execute")
+def execute(workflow_id: str, body: RunInput) -> Response[dict[str, Any]]:
+    """Run a workflow in this request and return the finished run."""
+    return _created(_run(engine().run_inline(workflow_id, body.data, None)))
+
+
+@app.post("/api/v1/runs/<workflow_id>/execute-async")
+def execute_async(workflow_id: str, body: RunInput) -> Response[dict[str, Any]]:
+    """Queue a run for the executor and return it at once, ``queued``."""
+    run = engine().create_run(workflow_id, body.data, None, "queued")
+    engine().enqueue_run(run["run_id"])
+    return _created(_run(run), status=202)
 
 
 @app.get("/api/v1/runs/<run_id>")
 def get_run(run_id: str) -> dict[str, Any]:
     """One run with its input and every step's status and output."""
-    return run_view(engine().store.get_run(run_id), detail=True)
+    return _run(engine().store.get_run(run_id), detail=True)
 
 
 @app.get("/api/v1/runs")
@@ -125,7 +130,7 @@ def list_runs(
 ) -> list[dict[str, Any]]:
     """Runs newest first, filtered by workflow and status, a page at a time."""
     records = engine().store.list_runs(workflow_id, status, page, page_size)
-    return [run_view(record) for record in records]
+    return [_run(record) for record in records]
 
 
 @logger.inject_lambda_context(clear_state=True)

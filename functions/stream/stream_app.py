@@ -1,78 +1,171 @@
 """Stream function: an ASGI app that serves a run's events as Server-Sent Events.
 
-Under the AWS Lambda Web Adapter (function URL in ``RESPONSE_STREAM`` mode) and
-under uvicorn locally. It replays the stored events after the client's position
-(``Last-Event-ID`` or ``?after=``), then follows new ones until the run ends.
+It runs under the AWS Lambda Web Adapter behind a function URL, and under uvicorn
+locally. Two modes share the event-reading code (``stepstream.events.follow``):
+
+- streaming (``AWS_LWA_INVOKE_MODE=response_stream``, the default): one response
+  that replays the stored events after the client's position, then follows new ones
+  as they happen until the run ends;
+- buffered long-poll (``AWS_LWA_INVOKE_MODE=buffered``, for deployments where
+  streaming URLs are unsupported): each response carries the events available now,
+  or waits up to ``LONG_POLL_SECONDS`` (20 s; the variable of that name changes it)
+  for the first new one, then ends; the client
+  (``EventSource`` does this by itself) reconnects with ``Last-Event-ID``.
+
+A stream needs the run's signed token (``?token=``) when ``STREAM_TOKEN_SECRET`` is
+set; ``EventSource`` cannot send headers, so the token travels in the URL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 from collections.abc import AsyncIterator
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from stepstream import NotFoundError, Settings
+from stepstream import NotFoundError, Settings, tokens
 from stepstream._json import dumps
-from stepstream.events import follow
+from stepstream.events import TERMINAL_TYPES, follow
 from stepstream.store import Store
 
 if TYPE_CHECKING:
     import redis.asyncio
 
+logger = logging.getLogger(__name__)
+
 HEARTBEAT_SECONDS = 15
 RETRY_MS = 1_000
+LONG_POLL_SECONDS = 20.0
+# In buffered mode, after the first new event, keep collecting while more follow closely.
+LONG_POLL_LINGER_SECONDS = 0.05
+LONG_POLL_MAX_EVENTS = 500
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+FINISHED = frozenset({"completed", "failed", "cancelled"})
+
+
+@cache
+def settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings.from_env()
 
 
 @cache
 def store() -> Store:
     """The process's store, built on first use from the environment."""
-    settings = Settings.from_env()
-    return Store(settings.workflows_table, settings.runs_table, settings.events_table)
+    config = settings()
+    return Store(config.workflows_table, config.runs_table, config.events_table)
 
 
 @cache
 def live() -> redis.asyncio.Redis | None:
     """The Redis client for live events, or None when ``REDIS_URL`` is unset."""
-    url = Settings.from_env().redis_url
-    if not url:
+    if not settings().redis_url:
         return None
     import redis.asyncio
 
-    return redis.asyncio.Redis.from_url(url)
+    return redis.asyncio.Redis.from_url(settings().redis_url)
+
+
+def buffered() -> bool:
+    """Whether this function answers in buffered long-poll mode."""
+    return os.environ.get("AWS_LWA_INVOKE_MODE", "response_stream").lower() == "buffered"
+
+
+def _number(raw: str | None) -> int | None:
+    if raw and raw.isascii() and raw.isdigit() and len(raw) <= 15:
+        return int(raw)
+    return None
 
 
 def _position(request: Request) -> int:
-    raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-    return int(raw) if raw.isdigit() else 0
+    """The last ``seq`` the client has: ``Last-Event-ID``, else ``?after=``, else 0."""
+    header = _number(request.headers.get("last-event-id"))
+    query = _number(request.query_params.get("after"))
+    return header if header is not None else query or 0
+
+
+def _frame(event: dict[str, Any], retry: int = RETRY_MS) -> ServerSentEvent:
+    return ServerSentEvent(data=dumps(event), event=event["type"], id=str(event["seq"]),
+                           retry=retry)
 
 
 async def _frames(run_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
     async for event in follow(store(), run_id, after, live()):
-        yield ServerSentEvent(
-            data=dumps(event), event=event["type"], id=str(event["seq"]), retry=RETRY_MS
-        )
+        yield _frame(event)
 
 
-async def stream(request: Request) -> EventSourceResponse | JSONResponse:
+async def _long_poll(run_id: str, after: int) -> list[dict[str, Any]]:
+    """The events after ``after`` available within the long-poll window."""
+    events: list[dict[str, Any]] = []
+    source = follow(store(), run_id, after, live())
+    wait = float(os.environ.get("LONG_POLL_SECONDS", LONG_POLL_SECONDS))
+    try:
+        while len(events) < LONG_POLL_MAX_EVENTS:
+            event = await asyncio.wait_for(anext(source), timeout=wait)
+            events.append(event)
+            if event["type"] in TERMINAL_TYPES:
+                break
+            wait = LONG_POLL_LINGER_SECONDS
+    except (TimeoutError, StopAsyncIteration):
+        pass
+    finally:
+        await source.aclose()
+    return events
+
+
+async def _buffered_response(run_id: str, after: int) -> Response:
+    events = await _long_poll(run_id, after)
+    ended = bool(events) and events[-1]["type"] in TERMINAL_TYPES
+    # Reconnect at once while the run goes on; a finished run's client may stop.
+    retry = RETRY_MS if ended else 1
+    body = "".join(_frame(event, retry).encode().decode() for event in events)
+    if not events:
+        body = f"retry: {retry}\n: no new events\n\n"
+    return Response(body, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def _refusal(request: Request, run_id: str) -> JSONResponse | None:
+    secret = settings().stream_token_secret
+    if not secret:
+        return None
+    try:
+        tokens.verify(secret, run_id, request.query_params.get("token"))
+    except tokens.TokenError as exc:
+        status = 401 if not request.query_params.get("token") else 403
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+    return None
+
+
+async def stream(request: Request) -> Response:
     """``GET /api/v1/runs/{run_id}/stream``: the run's events, replayed then live."""
     run_id = request.path_params["run_id"]
+    refusal = _refusal(request, run_id)
+    if refusal is not None:
+        return refusal
     try:
-        await asyncio.to_thread(store().get_run, run_id)
+        run = await asyncio.to_thread(store().get_run, run_id)
     except NotFoundError as exc:
         return JSONResponse({"detail": str(exc)}, status_code=404)
-    return EventSourceResponse(
-        _frames(run_id, _position(request)),
-        ping=HEARTBEAT_SECONDS,
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    position = _position(request)
+    if run.get("status") in FINISHED and not await asyncio.to_thread(
+        store().events_after, run_id, position, 1
+    ):
+        # The client has everything, terminal event included: 204 tells EventSource
+        # to stop reconnecting.
+        return Response(status_code=204)
+    if buffered():
+        return await _buffered_response(run_id, position)
+    return EventSourceResponse(_frames(run_id, position), ping=HEARTBEAT_SECONDS,
+                               headers=SSE_HEADERS)
 
 
 async def health(request: Request) -> JSONResponse:
@@ -95,5 +188,5 @@ app = Starlette(
     routes=[
         Route("/api/v1/runs/{run_id}/stream", stream),
         Route("/health", health),
-    ]
+    ],
 )

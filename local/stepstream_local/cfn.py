@@ -92,7 +92,17 @@ class Template:
                 return self.attributes[(arg[0], arg[1])]
             if key == "Fn::Sub":
                 return re.sub(r"\$\{([\w:.]+)\}", lambda m: self._sub(m.group(1)), arg)
+            if key == "Fn::If":
+                condition, when_true, when_false = arg
+                return self.resolve(when_true if self.condition(condition) else when_false)
+            if key == "Fn::Equals":
+                left, right = self.resolve(arg[0]), self.resolve(arg[1])
+                return left == right
         return {k: self.resolve(v) for k, v in value.items()}
+
+    def condition(self, name: str) -> bool:
+        """The value of one of the template's ``Conditions``."""
+        return bool(self.resolve(self.body.get("Conditions", {})[name]))
 
     def _ref(self, name: str) -> str:
         for table in (self.parameters, self.physical, PSEUDO):

@@ -34,7 +34,11 @@ def main(ctx: click.Context, verbose: bool) -> None:
 def _start(port: int, redis_url: str | None) -> LocalStack:
     log_level = click.get_current_context().find_root().obj["log_level"]
     stack = LocalStack(port=port, redis_url=redis_url, log_level=log_level)
-    urls = stack.start()
+    try:
+        urls = stack.start()
+    except RuntimeError as exc:
+        stack.stop()
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"API      {urls.api}   (OpenAPI at {urls.api}/openapi.json)")
     click.echo(f"stream   {urls.stream}/api/v1/runs/RUN_ID/stream")
     click.echo(f"AWS      {urls.aws}   (moto server: DynamoDB and SQS from template.yaml)")
@@ -84,9 +88,8 @@ def demo(workflow: Path, redis_url: str | None) -> None:
             workflow_id = created.json()["id"]
             click.echo(f"registered {created.json()['name']} as {workflow_id}")
             queued = client.post(f"/api/v1/runs/{workflow_id}/execute-async", json={"data": {}})
-            run_id = queued.json()["id"]
-            click.echo(f"queued run {run_id}")
-            last = watch(client, stack.urls.stream, run_id, click.echo)
+            click.echo(f"queued run {queued.json()['id']}")
+            last = watch(client, queued.json()["stream_url"], click.echo)
     finally:
         stack.stop()
     if last.get("type") != "run_completed":

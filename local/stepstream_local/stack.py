@@ -16,6 +16,7 @@ import importlib
 import logging
 import os
 import re
+import secrets
 import socket
 import threading
 from dataclasses import dataclass
@@ -74,6 +75,8 @@ class LocalStack:
         port: The API's port (0 picks a free one).
         redis_url: Redis for the live event path; None reads ``REDIS_URL``, "" disables.
         log_level: The template's ``LogLevel`` parameter for the functions' loggers.
+        stream_mode: The template's ``StreamInvokeMode``: ``RESPONSE_STREAM`` or ``BUFFERED``.
+        stream_secret: Key for stream tokens; None makes a random one, "" leaves streams open.
     """
 
     def __init__(
@@ -83,12 +86,16 @@ class LocalStack:
         port: int = 0,
         redis_url: str | None = None,
         log_level: str = "INFO",
+        stream_mode: str = "RESPONSE_STREAM",
+        stream_secret: str | None = None,
     ) -> None:
         self.template_path = template_path
         self.host = host
         self.port = port
         self.redis_url = os.environ.get("REDIS_URL", "") if redis_url is None else redis_url
         self.log_level = log_level
+        self.stream_mode = stream_mode
+        self.stream_secret = secrets.token_hex(32) if stream_secret is None else stream_secret
         self.moto = ThreadedMotoServer(ip_address=host, port=0, verbose=False)
         self.pollers: list[SqsPoller] = []
         self.server: uvicorn.Server | None = None
@@ -119,11 +126,16 @@ class LocalStack:
             "RedisUrl": self.redis_url,
             "AnthropicApiKey": os.environ.get("ANTHROPIC_API_KEY", ""),
             "LogLevel": self.log_level,
+            "StreamInvokeMode": self.stream_mode,
+            "StreamTokenSecret": self.stream_secret,
         }
         template = Template.load(self.template_path, overrides)
         provision(template)
-        front = self._wire(template)
-        api = self._serve(front)
+        listener = self._listen()
+        api = "http://{}:{}".format(*listener.getsockname()[:2])
+        # The stream shares the API's listener here; on AWS it has its own function URL.
+        template.attributes[("StreamFunctionUrl", "FunctionUrl")] = f"{api}/"
+        self._serve(self._wire(template), listener)
         self.urls = StackUrls(api=api, stream=api, aws=aws)
         for poller in self.pollers:
             poller.start()
@@ -171,20 +183,30 @@ class LocalStack:
                           int(props.get("BatchSize", 10)), report)
             )
 
-    def _serve(self, app: Any) -> str:
+    def _listen(self) -> socket.socket:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((self.host, self.port))
+        except OSError as exc:
+            listener.close()
+            raise RuntimeError(f"the local stack cannot listen on {self.host}:{self.port}: "
+                               f"{exc.strerror}") from exc
+        return listener
+
+    def _serve(self, app: Any, listener: socket.socket) -> None:
         config = uvicorn.Config(
-            app, host=self.host, port=self.port, lifespan="on", log_level="warning",
-            access_log=False, timeout_graceful_shutdown=1,
+            app, lifespan="on", log_level="warning", access_log=False, timeout_graceful_shutdown=1,
         )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="local-http", daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [listener]}, name="local-http", daemon=True
+        )
         self.thread.start()
         while not self.server.started:
             if not self.thread.is_alive():
-                raise RuntimeError(f"the local stack could not listen on {self.host}:{self.port}")
+                raise RuntimeError(f"the local stack could not serve on {self.host}:{self.port}")
             threading.Event().wait(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://{self.host}:{port}"
 
     def stop(self) -> None:
         """Stop everything ``start`` started."""

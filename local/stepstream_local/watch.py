@@ -31,10 +31,9 @@ def render(event: dict[str, Any]) -> str:
     return line
 
 
-def events(client: httpx.Client, stream_url: str, run_id: str) -> Iterator[dict[str, Any]]:
-    """The run's events from its SSE stream, until the terminal one."""
-    url = f"{stream_url}/api/v1/runs/{run_id}/stream"
-    with connect_sse(client, "GET", url, timeout=httpx.Timeout(10, read=None)) as source:
+def events(client: httpx.Client, stream_url: str) -> Iterator[dict[str, Any]]:
+    """A run's events from its SSE stream (the run's ``stream_url``), until the terminal one."""
+    with connect_sse(client, "GET", stream_url, timeout=httpx.Timeout(10, read=None)) as source:
         source.response.raise_for_status()
         for sse in source.iter_sse():
             event = json.loads(sse.data)
@@ -44,11 +43,11 @@ def events(client: httpx.Client, stream_url: str, run_id: str) -> Iterator[dict[
 
 
 def watch(
-    client: httpx.Client, stream_url: str, run_id: str, echo: Callable[[str], None] = print
+    client: httpx.Client, stream_url: str, echo: Callable[[str], None] = print
 ) -> dict[str, Any]:
     """Print every event of the run as it arrives; return the terminal event."""
     last: dict[str, Any] = {}
-    for event in events(client, stream_url, run_id):
+    for event in events(client, stream_url):
         echo(render(event))
         last = event
     status = last.get("status", "unknown")

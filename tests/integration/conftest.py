@@ -61,11 +61,17 @@ def health_pipeline(api: httpx.Client, suffix: str) -> str:
     return register(api, unique(text, "service_health_pipeline", suffix))
 
 
+def stream_url(api: httpx.Client, run_id: str) -> str:
+    """The run's signed stream URL, as the API hands it out."""
+    return api.get(f"/api/v1/runs/{run_id}").json()["stream_url"]
+
+
 def sse_events(api: httpx.Client, run_id: str, **params: Any) -> list[dict[str, Any]]:
     """Every event of a run read off its SSE stream, with the SSE id and event name."""
     events = []
-    url = f"/api/v1/runs/{run_id}/stream"
+    url = httpx.URL(stream_url(api, run_id))
     headers = params.pop("headers", {})
+    params = {**dict(url.params), **params}
     with connect_sse(api, "GET", url, params=params, headers=headers) as source:
         assert source.response.status_code == 200
         for sse in source.iter_sse():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httpx
 
+from stepstream import tokens
+from stepstream_local.stack import LocalStack
 from tests.conftest import WORKFLOWS
 from tests.integration.conftest import health_pipeline, register, sse_events, unique
 
@@ -73,11 +75,12 @@ def test_missing_body_field_is_422_not_500(api: httpx.Client) -> None:
     assert response.status_code == 422
 
 
-def test_unknown_ids_are_404(api: httpx.Client) -> None:
+def test_unknown_ids_are_404(api: httpx.Client, stack: LocalStack) -> None:
     """Unknown workflows, runs, trigger paths and streams answer 404."""
     assert api.get("/api/v1/workflows/nope").status_code == 404
     assert api.get("/api/v1/runs/nope").status_code == 404
-    assert api.get("/api/v1/runs/nope/stream").status_code == 404
+    token = tokens.issue(stack.stream_secret, "nope")
+    assert api.get("/api/v1/runs/nope/stream", params={"token": token}).status_code == 404
     assert api.post("/api/v1/runs/nope/execute", json={"data": {}}).status_code == 404
     assert api.post("/api/v1/runs/nope/execute-async", json={"data": {}}).status_code == 404
     assert api.post("/api/v1/runs/trigger/nope", json={}).status_code == 404

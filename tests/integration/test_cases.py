@@ -1,7 +1,7 @@
 """Cases from ../shared/cases that issues name, run as their reports describe them.
 
 The cases' mock service listens on 127.0.0.1:8765, a fixed port, so every test here
-runs on one xdist worker (group ``port_8765``).
+must run on one xdist worker: ``make test`` distributes by file (``--dist loadfile``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import pytest
 from tests.conftest import CASES
 from tests.integration.conftest import register, sse_events
 from tests.support.servers import MockHttpServer, RecordedRequest, Reply, json_reply
-
-pytestmark = pytest.mark.xdist_group("port_8765")
 
 QUOTE_BODY = b'{"price": 30.40, "ratio": 0.1, "tiny": 1e-7, "order_id": 12345678901234567890}'
 
@@ -38,13 +36,13 @@ class JobStatus:
         return json_reply(200, {"state": "done" if done else "pending"})
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def job_status() -> JobStatus:
     """The C16 endpoint's state, reset by each test that uses it."""
     return JobStatus()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def case_mock(job_status: JobStatus) -> Iterator[MockHttpServer]:
     """The cases' stand-in for the outside world, on 127.0.0.1:8765."""
     with MockHttpServer(port=8765) as mock:

@@ -8,6 +8,7 @@ from stepstream.config import Settings
 from stepstream.definition import Step, Workflow, parse_workflow
 from stepstream.errors import (
     ConflictError,
+    InputTooLargeError,
     NotFoundError,
     Problem,
     StepError,
@@ -20,6 +21,7 @@ from stepstream.service import Engine, run_view, workflow_view
 __all__ = [
     "ConflictError",
     "Engine",
+    "InputTooLargeError",
     "NotFoundError",
     "Problem",
     "Settings",

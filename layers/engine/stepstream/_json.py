@@ -9,6 +9,7 @@ text keeps ``30.4`` as ``30.4`` and ``12345678901234567890`` exact (case C01).
 from __future__ import annotations
 
 import json
+import math
 from decimal import Decimal
 from typing import Any
 
@@ -25,9 +26,41 @@ def _default(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def dumps(value: Any) -> str:
-    """Encode ``value`` as compact JSON, accepting Decimals, sets and bytes."""
-    return json.dumps(value, default=_default, separators=(",", ":"), ensure_ascii=False)
+    """Encode ``value`` as compact JSON, accepting Decimals, sets and bytes.
+
+    NaN and infinities, which JSON cannot carry and browsers refuse, become null.
+    Text that cannot be UTF-8 (a lone surrogate) is written as ``\\u`` escapes.
+    """
+    try:
+        text = json.dumps(value, default=_default, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False)
+    except ValueError:
+        return dumps(_finite(value))
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = json.dumps(value, default=_default, separators=(",", ":"))
+    return text
+
+
+def summary(value: Any, limit: int) -> Any:
+    """``value`` itself if its JSON fits in ``limit`` bytes, else a marked, bounded preview."""
+    text = dumps(value)
+    if len(text) <= limit:
+        return value
+    return {"truncated": True, "size": len(text), "preview": text[: limit // 4]}
 
 
 def loads(text: str | bytes) -> Any:

@@ -16,6 +16,8 @@ class Settings:
         events_table: DynamoDB table of each run's ordered events.
         run_queue_url: SQS queue that carries queued runs to the executor.
         redis_url: Optional Redis for the live event path; empty means DynamoDB only.
+        stream_url: Base URL of the stream function (its function URL).
+        stream_token_secret: Key that signs stream tokens; empty leaves streams open.
     """
 
     workflows_table: str
@@ -23,6 +25,8 @@ class Settings:
     events_table: str
     run_queue_url: str
     redis_url: str
+    stream_url: str = ""
+    stream_token_secret: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -34,4 +38,6 @@ class Settings:
             events_table=env.get("EVENTS_TABLE", ""),
             run_queue_url=env.get("RUN_QUEUE_URL", ""),
             redis_url=env.get("REDIS_URL", ""),
+            stream_url=env.get("STREAM_URL", ""),
+            stream_token_secret=env.get("STREAM_TOKEN_SECRET", ""),
         )

@@ -170,7 +170,8 @@ def _successors(steps: list[Step], index: int) -> list[int]:
     targets = []
     for key in ("on_true", "on_false"):
         target = step.config.get(key)
-        targets.extend([positions[target]] if target in positions else following)
+        known = isinstance(target, str) and target in positions  # the model reports other types
+        targets.extend([positions[target]] if known else following)
     return sorted(set(targets))
 
 

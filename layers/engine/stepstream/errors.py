@@ -71,6 +71,10 @@ class ConflictError(StepstreamError):
     """A write would break a uniqueness rule (e.g. a trigger path already taken)."""
 
 
+class InputTooLargeError(StepstreamError):
+    """A run's input is larger than a run may carry."""
+
+
 class StepError(StepstreamError):
     """A step could not do its work; the run records it as the step's error.
 

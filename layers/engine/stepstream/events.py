@@ -52,6 +52,7 @@ TERMINAL_TYPES = frozenset({"run_completed", "run_failed"})
 REDIS_RETENTION_SECONDS = 24 * 3600
 REDIS_MAX_EVENTS = 10_000
 POLL_INTERVAL_SECONDS = 0.05
+POLL_MAX_INTERVAL_SECONDS = 1.0
 REDIS_BLOCK_MS = 1_000
 
 
@@ -99,7 +100,15 @@ async def _from_redis(
     client: redis.asyncio.Redis, run_id: str, after: int
 ) -> list[dict[str, Any]] | None:
     """Live events after ``after``; None when they do not follow on (go to the table)."""
-    answer = await client.xread({redis_key(run_id): f"0-{after}"}, block=REDIS_BLOCK_MS)
+    import redis
+
+    try:
+        answer = await client.xread({redis_key(run_id): f"0-{after}"}, block=REDIS_BLOCK_MS)
+    except redis.RedisError:
+        # Redis is the fast path only: without it, the table still has every event.
+        logger.warning("redis read failed; following the table", extra={"run_id": run_id})
+        await asyncio.sleep(POLL_INTERVAL_SECONDS)
+        return None
     events: list[dict[str, Any]] = []
     for _key, entries in answer or []:
         for _entry_id, fields in entries:
@@ -116,9 +125,11 @@ async def follow(
     """Yield ``run_id``'s events with ``seq > after`` in order, until the terminal one.
 
     Replays the table, then follows new events on Redis (``live``) or, without
-    Redis, by polling the table every ``POLL_INTERVAL_SECONDS``.
+    Redis, by polling the table every ``POLL_INTERVAL_SECONDS``, backing off to
+    ``POLL_MAX_INTERVAL_SECONDS`` while nothing happens.
     """
     events = await _from_table(store, run_id, after)
+    idle = POLL_INTERVAL_SECONDS
     while True:
         for event in events:
             yield event
@@ -130,6 +141,10 @@ async def follow(
             if events:
                 continue
             # A gap, or a quiet second: the table is the record, ask it.
-        elif not events:
-            await asyncio.sleep(POLL_INTERVAL_SECONDS)
+        elif events:
+            idle = POLL_INTERVAL_SECONDS
+        else:
+            # Polling backs off while a step takes its time, up to a second.
+            await asyncio.sleep(idle)
+            idle = min(idle * 1.5, POLL_MAX_INTERVAL_SECONDS)
         events = await _from_table(store, run_id, after)

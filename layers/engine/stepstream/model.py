@@ -102,7 +102,11 @@ class TriggerModel(_Strict):
     """How runs start besides the API: a webhook path."""
 
     type: Literal["webhook", "manual"] = "webhook"
-    path: str | None = Field(None, description="Webhook path; `/triggers/<name>` by default.")
+    path: str | None = Field(
+        None, pattern=r"^/?triggers/[A-Za-z0-9._~-]{1,128}$",
+        description="Webhook path, `/triggers/<one segment>`; `/triggers/<name>` by default. "
+        "POST /api/v1/runs/trigger/<segment> starts a run.",
+    )
 
 
 class WorkflowModel(_Strict):
@@ -113,8 +117,8 @@ class WorkflowModel(_Strict):
         json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
     )
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    description: str = ""
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$")
+    description: str = Field("", max_length=4096)
     trigger: TriggerModel = Field(default_factory=TriggerModel)
     max_iterations: int = Field(
         DEFAULT_MAX_ITERATIONS, ge=1, le=1000,

@@ -95,10 +95,7 @@ class Recorder(Protocol):
 
 def summarize(output: Any) -> Any:
     """``output`` itself if its JSON is small, else a marked, bounded preview."""
-    text = _json.dumps(output)
-    if len(text) <= EVENT_OUTPUT_LIMIT:
-        return output
-    return {"truncated": True, "size": len(text), "preview": text[: EVENT_OUTPUT_LIMIT // 4]}
+    return _json.summary(output, EVENT_OUTPUT_LIMIT)
 
 
 def _error_text(exc: Exception) -> str:
@@ -176,7 +173,9 @@ class _Run:
             for passed in steps[index + 1 : target_index]:
                 self.skip(passed)
         other = step.config.get("on_false" if result.output.get("result") else "on_true")
-        if other and other != target:
+        # A branch not taken that lies behind the condition already ran in this pass (a
+        # loop's start, when the loop ends): its output is current, so it stays readable.
+        if other and other != target and self.workflow.index_of(other) > index:
             self.skip(steps[self.workflow.index_of(other)])
         self.passed.discard(target or "")
         return target_index

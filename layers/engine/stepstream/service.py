@@ -11,16 +11,24 @@ import uuid
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 
-from stepstream import _json
+from stepstream import _json, tokens
 from stepstream.config import Settings
 from stepstream.definition import Workflow, parse_workflow
+from stepstream.errors import InputTooLargeError, StorageError
 from stepstream.events import TERMINAL_TYPES, RedisPublisher
 from stepstream.runner import StepResult, now_iso, run_workflow
 from stepstream.store import Store
 
 logger = logging.getLogger(__name__)
 
+# A run's input is stored with the run (DynamoDB items hold 400 KB); past this, refused.
+MAX_INPUT_BYTES = 128 * 1024
+# Request headers a webhook run keeps out of its input: they carry credentials.
+SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie", "x-api-key",
+                  "x-amz-security-token")
+SECRET_HEADER_WORDS = ("signature", "token", "secret", "password")
 # Run fields the API shows in lists and summaries, in the original's names.
 RUN_FIELDS = (
     "id",
@@ -69,11 +77,24 @@ class _StoredRecorder:
         self.engine.store.put_step(self.run_id, stored, steps_completed)
 
 
-def run_view(record: dict[str, Any], detail: bool = False) -> dict[str, Any]:
+def redact(headers: dict[str, str]) -> dict[str, str]:
+    """Request headers with credentials replaced, fit to store and show."""
+    def secret(name: str) -> bool:
+        lower = name.lower()
+        return lower in SECRET_HEADERS or any(word in lower for word in SECRET_HEADER_WORDS)
+
+    return {name: "[redacted]" if secret(name) else value for name, value in headers.items()}
+
+
+def run_view(
+    record: dict[str, Any], detail: bool = False, stream_url: str | None = None
+) -> dict[str, Any]:
     """A stored run in the API's shape; ``detail`` adds input and per-step results."""
     view = {key: record.get(key) for key in RUN_FIELDS if key != "id"}
     view = {"id": record["run_id"], "run_id": record["run_id"], **view}
     view["workflow_name"] = record.get("workflow_name")
+    if stream_url:
+        view["stream_url"] = stream_url
     if detail:
         view["trigger_data"] = record.get("trigger_data")
         results = record.get("steps", {})
@@ -141,10 +162,22 @@ class Engine:
 
     # -- runs ----------------------------------------------------------------------
 
+    def stream_url(self, run_id: str) -> str | None:
+        """Where to watch ``run_id``, with a fresh token; None if the stream URL is unknown."""
+        settings = self.settings
+        if not settings.stream_url:
+            return None
+        return tokens.stream_url(settings.stream_url, settings.stream_token_secret, run_id)
+
     def create_run(
         self, workflow_id: str, data: Any, headers: dict[str, str] | None, status: str
     ) -> dict[str, Any]:
         """Store a new run of ``workflow_id`` with input ``data`` in ``status``."""
+        size = len(_json.dumps(data))
+        if size > MAX_INPUT_BYTES:
+            raise InputTooLargeError(
+                f"the run's input is {size} bytes of JSON; the limit is {MAX_INPUT_BYTES}"
+            )
         record = self.store.get_workflow(workflow_id)
         workflow = parse_workflow(record["yaml_content"])
         run = {
@@ -153,7 +186,7 @@ class Engine:
             "workflow_name": workflow.name,
             "status": status,
             "trigger_data": data,
-            "trigger_headers": headers or {},
+            "trigger_headers": redact(headers or {}),
             "step_order": [[step.id, step.type] for step in workflow.steps],
             "yaml_content": record["yaml_content"],
             "total_steps": len(workflow.steps),
@@ -166,9 +199,13 @@ class Engine:
         return run
 
     def enqueue_run(self, run_id: str) -> None:
-        """Send a queued run to the executor."""
+        """Send a queued run to the executor; if the queue refuses, the run is failed."""
         body = _json.dumps({"run_id": run_id})
-        self.sqs.send_message(QueueUrl=self.settings.run_queue_url, MessageBody=body)
+        try:
+            self.sqs.send_message(QueueUrl=self.settings.run_queue_url, MessageBody=body)
+        except ClientError as exc:
+            self._abort(_StoredRecorder(self, run_id), "the run could not be queued")
+            raise StorageError("the run queue refused the run") from exc
 
     def execute_run(self, run_id: str, claimed: bool = False) -> dict[str, Any] | None:
         """Run a stored run to its end; None if another executor already has it.
@@ -180,11 +217,25 @@ class Engine:
         if not claimed and not self.store.claim_run(run_id, now_iso()):
             logger.info("run already taken", extra={"run_id": run_id})
             return None
-        run = self.store.get_run(run_id)
-        workflow: Workflow = parse_workflow(run["yaml_content"])
-        trigger = {"body": run["trigger_data"], "headers": run.get("trigger_headers", {})}
-        run_workflow(workflow, run_id, trigger, _StoredRecorder(self, run_id))
+        recorder = _StoredRecorder(self, run_id)
+        try:
+            run = self.store.get_run(run_id)
+            workflow: Workflow = parse_workflow(run["yaml_content"])
+            trigger = {"body": run["trigger_data"], "headers": run.get("trigger_headers", {})}
+            run_workflow(workflow, run_id, trigger, recorder)
+        except Exception as exc:
+            # Whatever broke (storage refusing an item, a definition that no longer
+            # parses), the run must not stay "running" with nobody working on it.
+            logger.exception("run aborted", extra={"run_id": run_id})
+            self._abort(recorder, f"the run could not go on: {type(exc).__name__}: {exc}")
         return self.store.get_run(run_id)
+
+    def _abort(self, recorder: _StoredRecorder, error: str) -> None:
+        """Best effort: mark the run failed and end its stream with ``run_failed``."""
+        try:
+            recorder.emit("run_failed", {"status": "failed", "error": error})
+        except Exception:  # noqa: BLE001 - already failing; the log has the first error
+            logger.exception("run could not be marked failed", extra={"run_id": recorder.run_id})
 
     def run_inline(
         self, workflow_id: str, data: Any, headers: dict[str, str] | None

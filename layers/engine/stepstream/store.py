@@ -22,6 +22,8 @@ from botocore.exceptions import ClientError
 from stepstream import _json
 from stepstream.errors import ConflictError, NotFoundError, StorageError
 
+# Stored step results past this many bytes of JSON keep a summary of their output.
+STEP_OUTPUT_LIMIT = 32_768
 # Run attributes that are JSON text in DynamoDB and data in the API.
 _JSON_ATTRIBUTES = ("trigger_data", "trigger_headers", "step_order")
 
@@ -100,7 +102,8 @@ class Store:
                 ]
             )
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            if "ConditionalCheckFailed" in reasons:
                 raise ConflictError(
                     f"a workflow with trigger path '{record['trigger_path']}' already exists"
                 ) from exc
@@ -138,16 +141,28 @@ class Store:
         return sorted(records, key=lambda r: r["created_at"], reverse=True)
 
     def delete_workflow(self, workflow_id: str) -> None:
-        """Delete a workflow and free its trigger path; runs stay readable."""
+        """Delete a workflow and free its trigger path; runs stay readable.
+
+        Both deletes are conditional, so a late or repeated delete can never remove
+        the trigger-path guard that a newer workflow has since written.
+        """
         record = self.get_workflow(workflow_id)
-        self.client.transact_write_items(
-            TransactItems=[
-                {"Delete": {"TableName": self.workflows_table,
-                            "Key": {"pk": _s(f"path#{record['trigger_path']}")}}},
-                {"Delete": {"TableName": self.workflows_table,
-                            "Key": {"pk": _s(f"wf#{workflow_id}")}}},
-            ]
-        )
+        try:
+            self.client.transact_write_items(
+                TransactItems=[
+                    {"Delete": {"TableName": self.workflows_table,
+                                "Key": {"pk": _s(f"path#{record['trigger_path']}")},
+                                "ConditionExpression": "workflow_id = :id",
+                                "ExpressionAttributeValues": {":id": _s(workflow_id)}}},
+                    {"Delete": {"TableName": self.workflows_table,
+                                "Key": {"pk": _s(f"wf#{workflow_id}")},
+                                "ConditionExpression": "attribute_exists(pk)"}},
+                ]
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                raise NotFoundError("workflow", workflow_id) from exc
+            raise _storage_error("the workflow delete", exc) from exc
 
     # -- runs ----------------------------------------------------------------------
 
@@ -190,13 +205,23 @@ class Store:
         return True
 
     def put_step(self, run_id: str, step: dict[str, Any], steps_completed: int) -> None:
-        """Record one step's result and the run's count of decided steps."""
+        """Record one step's result and the run's count of decided steps.
+
+        A run's steps share one item (DynamoDB's limit: 400 KB), so an output larger
+        than ``STEP_OUTPUT_LIMIT`` bytes of JSON is stored as a marked, bounded summary.
+        """
+        text = _json.dumps(step)
+        if len(text) > STEP_OUTPUT_LIMIT:
+            step = {**step, "output_data": _json.summary(step.get("output_data"),
+                                                         STEP_OUTPUT_LIMIT // 2)}
+            step.pop("executions", None)
+            text = _json.dumps(step)
         self.client.update_item(
             TableName=self.runs_table,
             Key={"run_id": _s(run_id)},
             UpdateExpression="SET steps.#step = :step, steps_completed = :done",
             ExpressionAttributeNames={"#step": step["step_id"]},
-            ExpressionAttributeValues={":step": _s(_json.dumps(step)), ":done": _n(steps_completed)},
+            ExpressionAttributeValues={":step": _s(text), ":done": _n(steps_completed)},
         )
 
     def finish_run(self, run_id: str, status: str, completed_at: str, error: str | None) -> None:
