@@ -43,8 +43,10 @@ lint: $(STAMP) $(SAM_STAMP)
 	SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam validate --lint --region us-east-1
 
 ## build: build the functions and the engine layer for AWS (needs aws-sam-cli and python3.12)
+# sam build wants python3.12 on PATH; a pyenv 3.12 is found when the default is another.
+PY312_BIN ?= $(lastword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin))
 build: $(SAM_STAMP)
-	$(SAM_VENV)/bin/sam build
+	PATH="$(if $(PY312_BIN),$(PY312_BIN):)$$PATH" $(SAM_VENV)/bin/sam build
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache
