@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from textwrap import dedent
+from textwrap import dedent, indent
 
 import pytest
-from stepstream.definition import Step, Workflow, parse_workflow
+from stepstream.definition import Step, Workflow, check_workflow, parse_workflow
 from stepstream.errors import Problem, WorkflowInvalidError
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
@@ -90,7 +90,7 @@ def test_workflow_index_of_known_and_unknown_step() -> None:
 
 @pytest.mark.parametrize(
     ("trigger", "expected"),
-    [("", "/triggers/health"), ("trigger: {path: hooks/h}", "/hooks/h")],
+    [("", "/triggers/health"), ("trigger: {path: triggers/h}", "/triggers/h")],
 )
 def test_workflow_trigger_path_defaults_and_gains_leading_slash(
     trigger: str, expected: str
@@ -129,7 +129,7 @@ def test_parse_workflow_unknown_node_type_located_at_step() -> None:
 
     assert "unknown node type 'email'" in problem.message
     assert "http" in problem.message
-    assert (problem.line, problem.column) == (5, 5)
+    assert (problem.line, problem.column) == (6, 11)
     assert (problem.step_id, problem.field) == ("mail", "type")
 
 
@@ -146,18 +146,23 @@ def test_parse_workflow_duplicate_step_id_located_at_second_step() -> None:
 
     problem = only(problems_of(text))
 
-    assert problem.message == "duplicate step id"
-    assert (problem.line, problem.column) == (5, 5)
+    assert problem.message == "duplicate step id 'a' (first on line 3); step ids must be unique"
+    assert (problem.line, problem.column) == (5, 9)
     assert (problem.step_id, problem.field) == ("a", "id")
 
 
 @pytest.mark.parametrize(
-    "step", ["{type: trigger}", "{id: '', type: trigger}", "{id: 5, type: trigger}"]
+    ("step", "message"),
+    [
+        ("{type: trigger}", "missing required key 'id'"),
+        ("{id: '', type: trigger}", "string should match pattern '^[A-Za-z_][A-Za-z0-9_-]*$'"),
+        ("{id: 5, type: trigger}", "input should be a valid string"),
+    ],
 )
-def test_parse_workflow_step_without_string_id_refused(step: str) -> None:
+def test_parse_workflow_step_without_string_id_refused(step: str, message: str) -> None:
     problem = only(problems_of(f"name: w\nsteps:\n  - {step}\n"))
 
-    assert problem.message == "step 1 needs an 'id'"
+    assert problem.message == message
     assert problem.field == "id"
     assert problem.line == 3
 
@@ -165,7 +170,7 @@ def test_parse_workflow_step_without_string_id_refused(step: str) -> None:
 def test_parse_workflow_step_not_a_mapping_refused() -> None:
     problem = only(problems_of("name: w\nsteps:\n  - just-a-string\n"))
 
-    assert problem.message == "step 1 must be a mapping"
+    assert problem.message.startswith("input should be a valid dictionary")
     assert (problem.line, problem.column) == (3, 5)
 
 
@@ -174,22 +179,28 @@ def test_parse_workflow_unknown_jump_target_names_step_and_field() -> None:
 
     problem = only(problems_of(text))
 
-    assert problem.message == "jumps to unknown step 'dwon'"
-    assert (problem.step_id, problem.field, problem.line) == ("route", "on_false", 12)
+    assert problem.message == "jumps to unknown step 'dwon' (steps: start, fetch, route, ok, down)"
+    assert (problem.step_id, problem.field, problem.line) == ("route", "on_false", 16)
 
 
-def test_parse_workflow_unhashable_jump_target_reported_not_raised() -> None:
-    problem = only(problems_of(VALID.replace("on_true: ok", "on_true: [ok]")))
+@pytest.mark.parametrize("target", ["[ok]", "{to: ok}"])
+def test_parse_workflow_unhashable_jump_target_reported_not_raised(target: str) -> None:
+    problems = problems_of(VALID.replace("on_true: ok", f"on_true: {target}"))
 
-    assert (problem.step_id, problem.field) == ("route", "on_true")
+    assert problems
+    assert {(p.step_id, p.field, p.line) for p in problems} == {("route", "on_true", 15)}
+    assert "input should be a valid string" in [p.message for p in problems]
 
 
 @pytest.mark.parametrize("target", ["fetch", "route"])
-def test_parse_workflow_backward_or_self_jump_refused(target: str) -> None:
-    problem = only(problems_of(VALID.replace("on_false: down", f"on_false: {target}")))
+def test_parse_workflow_backward_or_self_jump_makes_a_loop(target: str) -> None:
+    workflow, problems, warnings = check_workflow(
+        VALID.replace("on_false: down", f"on_false: {target}")
+    )
 
-    assert f"jumps back to '{target}'" in problem.message
-    assert (problem.step_id, problem.field) == ("route", "on_false")
+    assert (problems, warnings) == ([], [])
+    assert workflow is not None
+    assert workflow.steps[2].config["on_false"] == target
 
 
 def test_parse_workflow_many_problems_reported_together() -> None:
@@ -211,14 +222,15 @@ def test_parse_workflow_many_problems_reported_together() -> None:
 
     problems = problems_of(text)
 
-    assert [(p.step_id, p.field) for p in problems] == [
-        (None, "name"),
-        ("a", "id"),
-        ("b", "type"),
-        ("c", "on_true"),
-        (None, "trigger"),
+    assert sorted((p.line, p.step_id, p.field) for p in problems) == [
+        (1, None, "name"),
+        (4, "a", "id"),
+        (4, "a", "url"),
+        (7, "b", "type"),
+        (8, "c", "condition"),
+        (10, "c", "on_true"),
+        (11, None, "trigger"),
     ]
-    assert [p.line for p in problems[1:4]] == [4, 6, 8]
 
 
 def test_workflow_invalid_error_text_joins_located_problems() -> None:
@@ -246,3 +258,281 @@ def test_built_in_workflows_are_the_four_and_all_parse() -> None:
         workflow = parse_workflow(path.read_text(encoding="utf-8"))
         assert workflow.name == path.stem
         assert workflow.trigger_path == f"/triggers/{path.stem}"
+
+
+# What ``check_workflow`` reports for each built-in workflow: no errors, and no
+# warnings (a skip warning would be the only acceptable kind).
+BUILT_IN_WARNINGS: dict[str, list[tuple[str, str]]] = {name: [] for name in BUILT_INS}
+
+
+@pytest.mark.parametrize("name", sorted(BUILT_INS))
+def test_check_workflow_built_in_reports_nothing(name: str) -> None:
+    text = (WORKFLOWS / f"{name}.yaml").read_text(encoding="utf-8")
+
+    workflow, problems, warnings = check_workflow(text)
+
+    assert problems == []
+    assert [(w.step_id, w.field) for w in warnings] == BUILT_IN_WARNINGS[name]
+    assert workflow is not None
+    assert workflow.warnings == tuple(warnings)
+
+
+def steps_text(steps: str, top: str = "") -> str:
+    """A workflow named ``w`` with the given YAML ``steps`` list."""
+    return f"name: w\n{top}steps:\n" + indent(dedent(steps), "  ")
+
+
+def test_check_workflow_reports_every_kind_of_problem_at_once() -> None:
+    text = steps_text(
+        """\
+        - id: start
+          type: trigger
+        - id: ask
+          type: llm
+          promt: hi
+        - id: tell
+          type: notify
+          message: "{nobody.x}"
+        - id: gate
+          type: condition
+          condition: "{trigger.body.n} >"
+        """,
+        top="name: again\n",
+    )
+
+    workflow, problems, warnings = check_workflow(text)
+
+    assert workflow is None
+    assert warnings == []
+    assert sorted((p.line, p.step_id, p.field) for p in problems) == [
+        (2, None, "name"),
+        (6, "ask", "prompt"),
+        (8, "ask", "promt"),
+        (11, "tell", "message"),
+        (14, "gate", "condition"),
+    ]
+
+
+def test_check_workflow_duplicate_key_in_a_step_names_the_step() -> None:
+    text = steps_text("- id: tell\n  type: notify\n  message: one\n  message: two\n")
+
+    problem = only(check_workflow(text)[1])
+
+    assert problem.message == (
+        "duplicate key 'message' (first on line 5); keys must be unique in a mapping"
+    )
+    assert (problem.line, problem.step_id, problem.field) == (6, "tell", "message")
+
+
+MISSPELT_STEP = """\
+- id: start
+  type: trigger
+- id: fetch
+  type: http
+  url: "http://api.test/users/{trigger.body.id}"
+- id: tell
+  type: notify
+  message: "Hi {fecth.body.name}"
+"""
+
+
+def test_check_workflow_template_naming_no_step_lists_the_known_ids() -> None:
+    problem = only(check_workflow(steps_text(MISSPELT_STEP))[1])
+
+    assert problem.message == (
+        "{fecth.body.name} names no step 'fecth' (known: trigger, start, fetch, tell); "
+        "write \\{ for a literal brace"
+    )
+    assert (problem.line, problem.step_id, problem.field) == (10, "tell", "message")
+
+
+def test_check_workflow_condition_naming_no_step_refused_at_registration() -> None:
+    text = steps_text('- id: gate\n  type: condition\n  condition: "{fetsh.status_code} == 200"\n')
+
+    problem = only(check_workflow(text)[1])
+
+    assert "names no step 'fetsh'" in problem.message
+    assert (problem.step_id, problem.field) == ("gate", "condition")
+
+
+def test_check_workflow_escaped_brace_is_no_reference() -> None:
+    text = steps_text(
+        """\
+        - id: tell
+          type: notify
+          message: 'literal \\{nobody.x} and {"json": true}'
+        """
+    )
+
+    workflow, problems, warnings = check_workflow(text)
+
+    assert (problems, warnings) == ([], [])
+    assert workflow is not None
+
+
+@pytest.mark.parametrize(
+    ("steps", "reader", "source"),
+    [
+        (
+            "- id: tell\n  type: notify\n  message: '{fetch.body}'\n"
+            "- id: fetch\n  type: http\n  url: http://h\n",
+            "tell",
+            "fetch",
+        ),
+        ("- id: tell\n  type: notify\n  message: 'again {tell.message}'\n", "tell", "tell"),
+    ],
+    ids=["later-step", "itself-without-loop"],
+)
+def test_check_workflow_reading_a_step_that_never_ran_before_is_an_error(
+    steps: str, reader: str, source: str
+) -> None:
+    problem = only(check_workflow(steps_text(steps))[1])
+
+    assert problem.message.endswith(
+        f"reads step '{source}', which can never have run before this step"
+    )
+    assert (problem.step_id, problem.field) == (reader, "message")
+
+
+LOOP = """\
+- id: start
+  type: trigger
+- id: count
+  type: http
+  url: "http://api.test/count?after={count.body.n ?? 0}"
+- id: check
+  type: condition
+  condition: "{count.body.n} < 3"
+  on_true: count
+- id: report
+  type: notify
+  message: "counted to {count.body.n}"
+"""
+
+
+def test_check_workflow_loop_reading_its_own_previous_iteration_is_fine() -> None:
+    workflow, problems, warnings = check_workflow(steps_text(LOOP))
+
+    assert (problems, warnings) == ([], [])
+    assert workflow is not None
+    assert workflow.step_ids == ("start", "count", "check", "report")
+
+
+def test_check_workflow_max_iterations_from_workflow_or_step() -> None:
+    text = steps_text(
+        LOOP.replace("  type: condition\n", "  type: condition\n  max_iterations: 3\n"),
+        top="max_iterations: 5\n",
+    )
+
+    workflow = parse_workflow(text)
+
+    assert [step.max_iterations for step in workflow.steps] == [5, 5, 3, 5]
+
+
+def test_check_workflow_unreachable_step_is_a_warning_not_an_error() -> None:
+    text = steps_text(
+        """\
+        - id: gate
+          type: condition
+          condition: "{trigger.body.go}"
+          on_true: done
+          on_false: done
+        - id: orphan
+          type: notify
+          message: never
+        - id: done
+          type: notify
+          message: done
+        """
+    )
+
+    workflow, problems, warnings = check_workflow(text)
+
+    assert problems == []
+    assert workflow is not None
+    warning = only(warnings)
+    assert warning.message == (
+        "step 'orphan' can never run: no path from the first step leads to it"
+    )
+    assert (warning.step_id, warning.field, warning.line) == ("orphan", None, 8)
+
+
+BRANCHES = """\
+- id: is_member
+  type: condition
+  condition: "{trigger.body.member_id} > 0"
+  on_true: lookup
+  on_false: guest
+- id: lookup
+  type: notify
+  message: member
+- id: guest
+  type: notify
+  message: guest
+- id: receipt
+  type: notify
+  message: "Thanks {RECEIPT}"
+"""
+
+
+def test_check_workflow_read_of_skippable_step_is_a_warning() -> None:
+    text = steps_text(BRANCHES.replace("{RECEIPT}", "{lookup.message}"))
+
+    workflow, problems, warnings = check_workflow(text)
+
+    assert problems == []
+    assert workflow is not None
+    warning = only(warnings)
+    assert warning.message.startswith(
+        "{lookup.message} reads step 'lookup', which a branch may skip"
+    )
+    assert "?? value" in warning.message
+    assert (warning.step_id, warning.field) == ("receipt", "message")
+
+
+def test_check_workflow_read_of_skippable_step_with_default_is_silent() -> None:
+    text = steps_text(BRANCHES.replace("{RECEIPT}", '{lookup.message ?? \\"friend\\"}'))
+
+    workflow, problems, warnings = check_workflow(text)
+
+    assert (problems, warnings) == ([], [])
+    assert workflow is not None
+
+
+@pytest.mark.parametrize(
+    "condition", ["{trigger.body.n} >", "{trigger.body.n} = 1", "((true)", "and true", "   "]
+)
+def test_check_workflow_condition_syntax_error_refused_at_registration(condition: str) -> None:
+    text = steps_text(f'- id: gate\n  type: condition\n  condition: "{condition}"\n')
+
+    problem = only(check_workflow(text)[1])
+
+    assert problem.message.startswith("the condition is not a valid expression: ")
+    assert (problem.step_id, problem.field, problem.line) == ("gate", "condition", 5)
+
+
+@pytest.mark.parametrize(
+    ("step", "key", "line"),
+    [
+        ("- id: ask\n  type: llm\n  prompt: hi\n  output_key: answer\n", "output_key", 6),
+        ("- id: start\n  type: trigger\n  path: /hooks/x\n", "path", 5),
+    ],
+)
+def test_check_workflow_key_of_the_original_format_warns_it_has_no_effect(
+    step: str, key: str, line: int
+) -> None:
+    workflow, problems, warnings = check_workflow(steps_text(step))
+
+    assert problems == []
+    assert workflow is not None
+    warning = only(warnings)
+    assert warning.message == f"'{key}' is accepted for the original format but has no effect"
+    assert (warning.field, warning.line) == (key, line)
+
+
+def test_parse_workflow_keeps_warnings_on_the_workflow() -> None:
+    text = steps_text("- id: ask\n  type: llm\n  prompt: hi\n  output_key: answer\n")
+
+    workflow = parse_workflow(text)
+
+    assert [w.field for w in workflow.warnings] == ["output_key"]

@@ -6,7 +6,7 @@ import pytest
 from stepstream.errors import StepError, TemplateError
 from stepstream.nodes import http
 
-from tests.support.servers import MockHttpServer
+from tests.support.servers import MockHttpServer, json_reply
 from tests.unit.conftest import StepContextFactory
 
 
@@ -161,3 +161,17 @@ def test_http_unresolvable_url_reference_fails_before_any_request(
 
     assert (caught.value.reference, caught.value.field) == ("trigger.body.name", "url")
     assert mock_http.requests == []
+
+
+def test_http_data_in_url_stays_one_path_segment(
+    mock_http: MockHttpServer, step_context: StepContextFactory
+) -> None:
+    mock_http.respond_to_the_rest(lambda _request: json_reply(200, {}))
+    body = {"base": mock_http.base_url, "name": "../../admin?force=1#"}
+    config = http_step("{trigger.body.base}/files/{trigger.body.name}")
+
+    http.run(step_context(config, {"trigger": {"body": body}}))
+
+    [request] = mock_http.requests
+    assert request.target == "/files/..%2F..%2Fadmin%3Fforce%3D1%23"
+    assert request.query == {}

@@ -56,7 +56,7 @@ def test_notify_unwired_channel_reports_not_delivered_with_note(
     assert output["sent"] is False
     assert output["delivered"] is False
     assert f"no {channel} provider" in output["note"]
-    assert output["message"] == 'Got [{"name":"Ann","qty":2}]'
+    assert output["message"] == 'Got [{"name": "Ann", "qty": 2}]'
 
 
 def test_notify_webhook_posts_payload_with_run_and_step_ids(

@@ -10,7 +10,7 @@ import pytest
 from stepstream.definition import Workflow, parse_workflow
 from stepstream.runner import EVENT_OUTPUT_LIMIT, RunOutcome, StepResult, run_workflow, summarize
 
-from tests.support.servers import MockHttpServer
+from tests.support.servers import MockHttpServer, RecordedRequest, Reply, json_reply
 
 PROGRESS = {"steps_completed", "total_steps", "progress"}
 STEP_FIELDS = {"step_id", "node_type", "status"} | PROGRESS
@@ -129,12 +129,12 @@ def test_run_workflow_events_carry_original_fields(mock_http: MockHttpServer) ->
         "progress": 0,
     }
     for data in recorder.of("step_started"):
-        assert set(data) == STEP_FIELDS
-        assert data["status"] == "running"
+        assert set(data) == STEP_FIELDS | {"iteration"}
+        assert (data["status"], data["iteration"]) == ("running", 1)
     completed = recorder.of("step_completed")
     for data in completed:
-        assert set(data) == STEP_FIELDS | {"output", "duration_ms"}
-        assert data["status"] == "completed"
+        assert set(data) == STEP_FIELDS | {"iteration", "output", "duration_ms"}
+        assert (data["status"], data["iteration"]) == ("completed", 1)
         assert data["duration_ms"] >= 0
     assert [(d["step_id"], d["node_type"]) for d in completed] == [
         ("start", "trigger"),
@@ -372,11 +372,10 @@ def test_run_workflow_failed_step_fails_run_and_skips_the_rest() -> None:
         "tell": "skipped",
     }
     assert outcome.error is not None
-    assert outcome.error.startswith(f"Step 'fetch' failed: GET {url} failed")
-    assert outcome.error.endswith("(url)")
+    assert outcome.error.startswith(f"Step 'fetch' failed: url: GET {url} failed")
     assert recorder.types[-4:] == ["step_failed", "step_skipped", "step_skipped", "run_failed"]
     [failed] = recorder.of("step_failed")
-    assert set(failed) == STEP_FIELDS | {"error", "duration_ms"}
+    assert set(failed) == STEP_FIELDS | {"iteration", "error", "duration_ms"}
     assert (failed["step_id"], failed["status"]) == ("fetch", "failed")
     assert failed["error"] == outcome.results[1].error
     assert recorder.of("run_failed") == [
@@ -426,30 +425,34 @@ def test_run_workflow_unresolved_reference_error_names_reference_and_field(
     assert outcome.status == "failed"
     tell = outcome.results[1]
     assert tell.status == "failed"
-    assert tell.error == "{fetch.body.nmae}: 'nmae' not found in fetch.body (message)"
+    assert tell.error == (
+        "message: {fetch.body.nmae} cannot be resolved: "
+        "'nmae' is not in fetch.body (it has: name, id)"
+    )
     assert outcome.error == f"Step 'tell' failed: {tell.error}"
     assert mock_http.requests_to("/hook") == []
 
 
+BRANCHES = """\
+- id: is_member
+  type: condition
+  condition: "{trigger.body.member_id} > 0"
+  on_true: lookup
+  on_false: guest
+- id: lookup
+  type: notify
+  message: member
+- id: guest
+  type: notify
+  message: guest
+- id: receipt
+  type: notify
+  message: "Thanks {RECEIPT}"
+"""
+
+
 def test_run_workflow_reference_to_branch_skipped_step_fails_reader() -> None:
-    wf = workflow(
-        """\
-        - id: is_member
-          type: condition
-          condition: "{trigger.body.member_id} > 0"
-          on_true: lookup
-          on_false: guest
-        - id: lookup
-          type: notify
-          message: member
-        - id: guest
-          type: notify
-          message: guest
-        - id: receipt
-          type: notify
-          message: "Thanks {lookup.message}"
-        """
-    )
+    wf = workflow(BRANCHES.replace("{RECEIPT}", "{lookup.message}"))
 
     outcome, _ = run(wf, {"member_id": 0})
 
@@ -461,9 +464,29 @@ def test_run_workflow_reference_to_branch_skipped_step_fails_reader() -> None:
     }
     receipt = outcome.results[-1]
     assert receipt.error is not None
-    assert "{lookup.message}" in receipt.error
-    assert "'lookup', which has not run" in receipt.error
+    assert receipt.error == (
+        "message: {lookup.message} cannot be resolved: step 'lookup' was skipped in this run"
+    )
     assert outcome.status == "failed"
+
+
+def test_run_workflow_reference_to_branch_skipped_step_uses_its_default() -> None:
+    wf = workflow(BRANCHES.replace("{RECEIPT}", '{lookup.message ?? \\"guest\\"}'))
+
+    outcome, _ = run(wf, {"member_id": 0})
+
+    assert outcome.status == "completed"
+    assert statuses(outcome)["lookup"] == "skipped"
+    assert outcome.results[-1].output["message"] == "Thanks guest"
+
+
+def test_run_workflow_reference_to_branch_taken_ignores_the_default() -> None:
+    wf = workflow(BRANCHES.replace("{RECEIPT}", '{lookup.message ?? \\"guest\\"}'))
+
+    outcome, _ = run(wf, {"member_id": 7})
+
+    assert outcome.status == "completed"
+    assert outcome.results[-1].output["message"] == "Thanks member"
 
 
 def test_run_workflow_condition_error_fails_run_and_skips_both_branches() -> None:
@@ -486,9 +509,10 @@ def test_run_workflow_condition_error_fails_run_and_skips_both_branches() -> Non
     outcome, _ = run(wf, {"approved": "yes"})
 
     assert statuses(outcome) == {"gate": "failed", "ship": "skipped", "hold": "skipped"}
-    assert outcome.error is not None
-    assert "incompatible types" in outcome.error
-    assert outcome.error.endswith("(condition)")
+    assert outcome.error == (
+        "Step 'gate' failed: condition: "
+        "'{trigger.body.approved} > 3': cannot order the string 'yes' and the number 3"
+    )
 
 
 def test_run_workflow_values_with_quotes_stay_data_in_condition(mock_http: MockHttpServer) -> None:
@@ -581,7 +605,7 @@ def test_summarize_output_at_limit_kept_and_past_limit_cut() -> None:
 
 
 def test_step_result_as_dict_uses_api_field_names() -> None:
-    result = StepResult("fetch", "http", "failed", {}, "boom", "t0", "t1")
+    result = StepResult("fetch", "http", "failed", {}, "boom", "t0", "t1", iteration=2)
 
     assert result.as_dict() == {
         "step_id": "fetch",
@@ -591,6 +615,7 @@ def test_step_result_as_dict_uses_api_field_names() -> None:
         "error_message": "boom",
         "started_at": "t0",
         "completed_at": "t1",
+        "iteration": 2,
     }
 
 
@@ -602,3 +627,175 @@ def test_run_workflow_every_step_decided_exactly_once(go: bool, ran: str) -> Non
     assert sorted(decided) == sorted(["start", "gate", "b", "c", "d", "e"])
     assert [count for _, count in recorder.decided] == list(range(1, 7))
     assert statuses(outcome)[ran] == "completed"
+
+
+def answer_done_on_call(mock: MockHttpServer, path: str, done_on: int | None) -> None:
+    """Answer ``path`` with ``pending`` until its call number ``done_on`` (never if None)."""
+
+    def reply(_request: RecordedRequest) -> Reply:
+        calls = len(mock.requests_to(path))
+        finished = done_on is not None and calls >= done_on
+        return json_reply(200, {"status": "done" if finished else "pending", "calls": calls})
+
+    mock.respond_with("GET", path, reply)
+
+
+def polling(url: str, top: str = "", poll_keys: str = "", check_keys: str = "") -> Workflow:
+    """Poll ``url`` until its status is done, then report: a loop made by a back-jump."""
+    text = f"name: poller\n{top}steps:\n" + indent(
+        dedent(
+            f"""\
+            - id: start
+              type: trigger
+            - id: poll
+              type: http
+              url: {url}
+            {poll_keys}
+            - id: check
+              type: condition
+              condition: "{{poll.body.status}} == 'done'"
+              on_true: report
+              on_false: poll
+            {check_keys}
+            - id: report
+              type: notify
+              message: "finished after {{poll.body.calls}} calls"
+            """
+        ).replace("\n\n", "\n"),
+        "  ",
+    )
+    return parse_workflow(text)
+
+
+def iterations(recorder: MemoryRecorder, event_type: str, step_id: str) -> list[int]:
+    """The iteration numbers of ``step_id``'s events of ``event_type``, in order."""
+    return [d["iteration"] for d in recorder.of(event_type) if d["step_id"] == step_id]
+
+
+def test_run_workflow_loop_runs_until_its_condition_holds(mock_http: MockHttpServer) -> None:
+    answer_done_on_call(mock_http, "/job", done_on=3)
+
+    outcome, recorder = run(polling(mock_http.url("/job")))
+
+    assert (outcome.status, outcome.error) == ("completed", None)
+    assert len(mock_http.requests_to("/job")) == 3
+    assert iterations(recorder, "step_started", "poll") == [1, 2, 3]
+    assert iterations(recorder, "step_completed", "poll") == [1, 2, 3]
+    assert iterations(recorder, "step_completed", "check") == [1, 2, 3]
+    assert iterations(recorder, "step_completed", "report") == [1]
+    report = outcome.results[-1]
+    assert (report.step_id, report.status) == ("report", "completed")
+    assert report.output["message"] == "finished after 3 calls"
+
+
+def test_run_workflow_loop_counts_each_step_once_in_progress(mock_http: MockHttpServer) -> None:
+    answer_done_on_call(mock_http, "/job", done_on=3)
+
+    outcome, recorder = run(polling(mock_http.url("/job")))
+
+    assert (outcome.steps_completed, outcome.total_steps) == (4, 4)
+    assert [r.step_id for r in outcome.results] == ["start", "poll", "check", "report"]
+    assert next(r for r in outcome.results if r.step_id == "poll").iteration == 3
+    assert all(0 <= data.get("progress", 0) <= 100 for _, data in recorder.events)
+    assert recorder.of("run_completed")[0]["steps_completed"] == 4
+
+
+@pytest.mark.parametrize(
+    ("top", "poll_keys", "check_keys", "step_id", "limit", "calls"),
+    [
+        ("", "", "", "poll", 10, 10),
+        ("max_iterations: 4\n", "", "", "poll", 4, 4),
+        ("max_iterations: 4\n", "  max_iterations: 3", "", "poll", 3, 3),
+        ("", "", "  max_iterations: 2", "check", 2, 3),
+    ],
+    ids=["default", "workflow-limit", "step-limit", "condition-limit"],
+)
+def test_run_workflow_endless_loop_fails_at_the_limit_naming_step_and_limit(
+    mock_http: MockHttpServer,
+    top: str,
+    poll_keys: str,
+    check_keys: str,
+    step_id: str,
+    limit: int,
+    calls: int,
+) -> None:
+    answer_done_on_call(mock_http, "/job", done_on=None)
+    wf = polling(mock_http.url("/job"), top, poll_keys, check_keys)
+
+    outcome, recorder = run(wf)
+
+    message = (
+        f"Step '{step_id}' hit its loop limit: it ran {limit} times and max_iterations is {limit}"
+    )
+    assert (outcome.status, outcome.error) == ("failed", message)
+    assert len(mock_http.requests_to("/job")) == calls
+    assert max(iterations(recorder, "step_started", step_id)) == limit
+    assert statuses(outcome)["report"] == "skipped"
+    failed = recorder.of("step_failed")[-1]
+    assert (failed["step_id"], failed["error"]) == (step_id, message)
+    assert recorder.of("run_failed")[0]["error"] == message
+
+
+def test_run_workflow_back_jump_clears_skip_marks_of_the_previous_pass(
+    mock_http: MockHttpServer,
+) -> None:
+    mock_http.respond_with(
+        "GET", "/count", lambda _r: json_reply(200, {"n": len(mock_http.requests_to("/count"))})
+    )
+    wf = workflow(
+        f"""\
+        - id: poll
+          type: http
+          url: {mock_http.url("/count")}
+        - id: gate
+          type: condition
+          condition: "{{poll.body.n}} < 2"
+          on_true: tail
+        - id: extra
+          type: notify
+          message: "extra after {{poll.body.n}}"
+        - id: tail
+          type: condition
+          condition: "{{poll.body.n}} < 2"
+          on_true: poll
+        """
+    )
+
+    outcome, recorder = run(wf)
+
+    # Pass 1 jumps over extra (skipping it); pass 2 falls through to it and runs it.
+    assert outcome.status == "completed"
+    assert len(mock_http.requests_to("/count")) == 2
+    assert [kind for kind, step_id in recorder.step_events() if step_id == "extra"] == [
+        "step_skipped",
+        "step_started",
+        "step_completed",
+    ]
+    extra = next(r for r in outcome.results if r.step_id == "extra")
+    assert (extra.status, extra.iteration) == ("completed", 1)
+    assert extra.output["message"] == "extra after 2"
+
+
+def test_run_workflow_loop_step_reads_its_own_previous_iteration(
+    mock_http: MockHttpServer,
+) -> None:
+    mock_http.respond_with(
+        "GET", "/count", lambda r: json_reply(200, {"n": int(r.query["after"][0]) + 1})
+    )
+    wf = workflow(
+        f"""\
+        - id: count
+          type: http
+          url: "{mock_http.url("/count")}?after={{count.body.n ?? 0}}"
+        - id: again
+          type: condition
+          condition: "{{count.body.n}} < 3"
+          on_true: count
+        """
+    )
+
+    outcome, _ = run(wf)
+
+    assert outcome.status == "completed"
+    assert [r.query["after"] for r in mock_http.requests_to("/count")] == [["0"], ["1"], ["2"]]
+    assert outcome.results[0].output["body"] == {"n": 3}

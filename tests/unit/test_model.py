@@ -1,0 +1,240 @@
+"""The workflow format's one model: strict types, no unknown keys, a JSON Schema for editors."""
+
+from __future__ import annotations
+
+import json
+from textwrap import dedent, indent
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+from stepstream.definition import check_workflow
+from stepstream.errors import Problem
+from stepstream.model import NODE_TYPES, WorkflowModel, json_schema
+
+START = "- id: start\n  type: trigger\n"
+
+
+def text_with(step: str, top: str = "") -> str:
+    """A workflow whose second step is ``step`` (YAML), after a trigger step."""
+    return f"name: w\n{top}steps:\n" + indent(START + dedent(step), "  ")
+
+
+def only_error(text: str) -> Problem:
+    """The single error ``check_workflow`` reports for ``text``."""
+    workflow, problems, _warnings = check_workflow(text)
+    assert workflow is None
+    assert len(problems) == 1, problems
+    return problems[0]
+
+
+def test_model_valid_mapping_validates_with_defaults() -> None:
+    data = {"name": "w", "steps": [{"id": "ask", "type": "llm", "prompt": "hi"}]}
+
+    model = WorkflowModel.model_validate(data)
+
+    [step] = model.steps
+    assert step.type == "llm"
+    assert (step.max_tokens, step.model) == (1024, "claude-sonnet-4-6")
+    assert model.max_iterations == 10
+
+
+def test_model_number_as_string_refused_by_strict_types() -> None:
+    data = {"name": "w", "steps": [{"id": "ask", "type": "llm", "prompt": "hi", "max_tokens": "7"}]}
+
+    with pytest.raises(ValidationError) as caught:
+        WorkflowModel.model_validate(data)
+
+    [error] = caught.value.errors()
+    assert error["type"] == "int_type"
+    assert error["loc"] == ("steps", 0, "llm", "max_tokens")
+
+
+@pytest.mark.parametrize(
+    ("step", "field", "hint"),
+    [
+        ("- id: ask\n  type: llm\n  prompt: hi\n  max_token: 5\n", "max_token", "max_tokens"),
+        ("- id: fetch\n  type: http\n  url: http://h\n  header: {}\n", "header", "headers"),
+        (
+            "- id: gate\n  type: condition\n  condition: 'true'\n  on_ture: x\n",
+            "on_ture",
+            "on_true",
+        ),
+    ],
+)
+def test_check_unknown_step_key_suggests_the_close_one(step: str, field: str, hint: str) -> None:
+    problem = only_error(text_with(step))
+
+    assert problem.message == f"unknown key '{field}'; did you mean '{hint}'?"
+    assert problem.field == field
+    assert problem.step_id in {"ask", "fetch", "gate"}
+    assert problem.line == 8
+
+
+def test_check_unknown_top_level_key_suggests_the_close_one() -> None:
+    problem = only_error(text_with("", top="descriptoin: checks things\n"))
+
+    assert problem.message == "unknown key 'descriptoin'; did you mean 'description'?"
+    assert (problem.line, problem.step_id) == (2, None)
+
+
+def test_check_unknown_key_with_nothing_close_has_no_hint() -> None:
+    problem = only_error(text_with("- id: tell\n  type: notify\n  zzzz: 1\n"))
+
+    assert problem.message == "unknown key 'zzzz'"
+
+
+def test_check_misspelt_required_key_reports_missing_and_unknown() -> None:
+    _workflow, problems, _warnings = check_workflow(
+        text_with("- id: ask\n  type: llm\n  promt: hi\n")
+    )
+
+    assert sorted(problem.message for problem in problems) == [
+        "missing required key 'prompt'",
+        "unknown key 'promt'; did you mean 'prompt'?",
+    ]
+    assert {problem.step_id for problem in problems} == {"ask"}
+
+
+@pytest.mark.parametrize(("step", "key"), [("type: http", "url"), ("type: llm", "prompt")])
+def test_check_missing_required_key_names_it_at_the_step(step: str, key: str) -> None:
+    problem = only_error(text_with(f"- id: s\n  {step}\n"))
+
+    assert problem.message == f"missing required key '{key}'"
+    assert (problem.step_id, problem.field, problem.line) == ("s", key, 5)
+
+
+def test_check_missing_name_reported_for_the_workflow() -> None:
+    problem = only_error("steps:\n  - id: start\n    type: trigger\n")
+
+    assert (problem.message, problem.field) == ("missing required key 'name'", "name")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("max_tokens", '"7"', "input should be a valid integer"),
+        ("max_tokens", "true", "input should be a valid integer"),
+        ("max_tokens", "0", "input should be greater than or equal to 1"),
+        ("temperature", "2", "input should be less than or equal to 1"),
+        ("system", "[a]", "input should be a valid string"),
+    ],
+)
+def test_check_wrong_value_type_or_range_reported_at_the_value(
+    key: str, value: str, message: str
+) -> None:
+    problem = only_error(text_with(f"- id: ask\n  type: llm\n  prompt: hi\n  {key}: {value}\n"))
+
+    assert problem.message == message
+    assert (problem.step_id, problem.field) == ("ask", key)
+    assert (problem.line, problem.column) == (8, len(key) + 7)
+
+
+def test_check_integer_accepted_where_a_float_is_expected() -> None:
+    workflow, problems, _ = check_workflow(
+        text_with("- id: fetch\n  type: http\n  url: http://h\n  timeout: 5\n")
+    )
+
+    assert problems == []
+    assert workflow is not None
+    assert workflow.steps[1].config["timeout"] == 5
+
+
+def test_check_unknown_node_type_lists_the_known_ones() -> None:
+    problem = only_error(text_with("- id: mail\n  type: email\n"))
+
+    assert problem.message == (
+        "unknown node type 'email' (known: trigger, http, llm, condition, notify)"
+    )
+    assert (problem.step_id, problem.field, problem.line, problem.column) == ("mail", "type", 6, 11)
+
+
+def test_check_step_without_type_asks_for_one() -> None:
+    problem = only_error(text_with("- id: fetch\n  url: http://h\n"))
+
+    assert problem.message == (
+        "missing required key 'type' (one of: trigger, http, llm, condition, notify)"
+    )
+    assert (problem.step_id, problem.field) == ("fetch", "type")
+
+
+@pytest.mark.parametrize("method", ["FETCH", "get it", "CONNECT"])
+def test_check_unknown_http_method_refused_naming_the_known(method: str) -> None:
+    problem = only_error(
+        text_with(f"- id: fetch\n  type: http\n  url: http://h\n  method: {method}\n")
+    )
+
+    assert f"unknown HTTP method '{method}'" in problem.message
+    assert "GET, HEAD, OPTIONS, PATCH, POST, PUT" in problem.message
+    assert (problem.step_id, problem.field) == ("fetch", "method")
+
+
+def test_check_http_method_in_lower_case_accepted() -> None:
+    _workflow, problems, _ = check_workflow(
+        text_with("- id: fetch\n  type: http\n  url: http://h\n  method: post\n")
+    )
+
+    assert problems == []
+
+
+def test_check_unknown_notify_channel_lists_the_channels() -> None:
+    problem = only_error(text_with("- id: tell\n  type: notify\n  channel: sms\n"))
+
+    assert problem.message == "input should be 'log', 'email', 'slack' or 'webhook'"
+    assert problem.field == "channel"
+
+
+@pytest.mark.parametrize("step_id", ["2fast", "has space", "a.b", ""])
+def test_check_step_id_that_templates_cannot_name_refused(step_id: str) -> None:
+    problem = only_error(text_with(f"- id: '{step_id}'\n  type: notify\n"))
+
+    assert problem.message.startswith("string should match pattern")
+    assert problem.field == "id"
+
+
+def test_check_workflow_max_iterations_bounded() -> None:
+    problem = only_error(text_with("", top="max_iterations: 0\n"))
+
+    assert problem.message == "input should be greater than or equal to 1"
+    assert problem.field == "max_iterations"
+
+
+def schema_steps(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema of a workflow's ``steps`` items."""
+    return schema["properties"]["steps"]["items"]
+
+
+def test_json_schema_discriminates_the_five_step_types() -> None:
+    schema = json_schema()
+
+    mapping = schema_steps(schema)["discriminator"]["mapping"]
+    assert set(mapping) == set(NODE_TYPES) == {"trigger", "http", "llm", "condition", "notify"}
+    assert schema_steps(schema)["discriminator"]["propertyName"] == "type"
+    for node_type, ref in mapping.items():
+        definition = schema["$defs"][ref.rsplit("/", 1)[1]]
+        assert definition["properties"]["type"]["const"] == node_type
+
+
+def test_json_schema_forbids_unknown_keys_everywhere() -> None:
+    schema = json_schema()
+
+    assert schema["additionalProperties"] is False
+    for name, definition in schema["$defs"].items():
+        assert definition.get("additionalProperties") is False, name
+
+
+def test_json_schema_is_a_titled_2020_12_document_that_round_trips_as_json() -> None:
+    schema = json_schema()
+
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["title"] == "Stepstream workflow"
+    assert set(schema["required"]) == {"name", "steps"}
+    assert json.loads(json.dumps(schema)) == schema
+
+
+@pytest.mark.parametrize("path", ["/hooks/x", "/triggers/a/b", "/triggers/", "triggers/a b"])
+def test_check_trigger_path_outside_one_triggers_segment_refused(path: str) -> None:
+    problem = only_error(text_with("", top=f"trigger:\n  path: '{path}'\n"))
+
+    assert problem.message.startswith("string should match pattern")
+    assert (problem.field, problem.line) == ("path", 3)
