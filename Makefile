@@ -7,13 +7,16 @@ STAMP := $(VENV)/.installed
 SAM_VENV := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed
 
-.PHONY: demo dev test lint build clean
+.PHONY: demo dev test lint build clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# Debian's Chromium for tests/browser (Playwright drives it; it never downloads a browser).
+CHROMIUM := /usr/bin/chromium
 
 $(SAM_STAMP):
 	$(PYTHON) -m venv $(SAM_VENV)
@@ -29,11 +32,17 @@ demo: $(STAMP)
 dev: $(STAMP)
 	$(BIN)/stepstream dev
 
-## test: the whole suite, unit and integration (uses the Redis on 127.0.0.1:6379 if one answers)
+## chromium: install Debian's Chromium for the browser tests when it is missing (needs root)
+chromium: $(CHROMIUM)
+
+$(CHROMIUM):
+	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+
+## test: the whole suite: unit, integration, browser (uses the Redis on 127.0.0.1:6379 if one answers)
 # --dist loadfile keeps each file on one worker: tests/integration/test_cases.py binds the
 # cases' fixed port 8765. (loadgroup would be finer, but on pytest 9.2 it silently stops
 # grouping: pytest-dev/pytest-xdist#1386.)
-test: $(STAMP) $(SAM_STAMP)
+test: $(STAMP) $(SAM_STAMP) $(CHROMIUM)
 	$(BIN)/python tests/redis_url.py > $(VENV)/redis_url
 	REDIS_URL="$$(cat $(VENV)/redis_url)" $(BIN)/python -m pytest -n 2 --dist loadfile
 

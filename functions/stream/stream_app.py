@@ -164,8 +164,8 @@ async def stream(request: Request) -> Response:
         return Response(status_code=204)
     if buffered():
         return await _buffered_response(run_id, position)
-    return EventSourceResponse(_frames(run_id, position), ping=HEARTBEAT_SECONDS,
-                               headers=SSE_HEADERS)
+    heartbeat = float(os.environ.get("STREAM_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS))
+    return EventSourceResponse(_frames(run_id, position), ping=heartbeat, headers=SSE_HEADERS)
 
 
 async def health(request: Request) -> JSONResponse:

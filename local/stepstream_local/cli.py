@@ -10,11 +10,11 @@ from pathlib import Path
 import click
 import httpx
 
-from stepstream.definition import check_workflow
+from stepstream.definition import check_workflow, parse_workflow
 from stepstream.errors import Problem
 from stepstream.model import json_schema
 from stepstream_local.stack import DEFAULT_TEMPLATE, LocalStack, port_is_free
-from stepstream_local.watch import watch
+from stepstream_local.watch import exit_code, watch
 
 WORKFLOWS = DEFAULT_TEMPLATE.parent / "workflows"
 DEMO_WORKFLOW = WORKFLOWS / "service_health_pipeline.yaml"
@@ -89,11 +89,65 @@ def demo(workflow: Path, redis_url: str | None) -> None:
             click.echo(f"registered {created.json()['name']} as {workflow_id}")
             queued = client.post(f"/api/v1/runs/{workflow_id}/execute-async", json={"data": {}})
             click.echo(f"queued run {queued.json()['id']}")
-            last = watch(client, queued.json()["stream_url"], click.echo)
+            last = watch(client, queued.json()["id"], queued.json()["stream_url"], click.echo)
     finally:
         stack.stop()
-    if last.get("type") != "run_completed":
-        raise SystemExit(1)
+    raise SystemExit(exit_code(last))
+
+
+API_OPTION = click.option(
+    "--api", default="http://127.0.0.1:8000", show_default=True, envvar="STEPSTREAM_API",
+    help="Base URL of a running Stepstream API ($STEPSTREAM_API).",
+)
+
+
+@main.command(name="watch")
+@click.argument("run_id")
+@API_OPTION
+def watch_command(run_id: str, api: str) -> None:
+    """Follow a run live; the exit code is its outcome (0 completed, 1 failed)."""
+    with httpx.Client(base_url=api, timeout=30) as client:
+        if client.get(f"/api/v1/runs/{run_id}").status_code == 404:
+            raise click.ClickException(f"no run {run_id} at {api}")
+        raise SystemExit(exit_code(watch(client, run_id, echo=click.echo)))
+
+
+def _workflow_id(client: httpx.Client, yaml_content: str) -> str:
+    """Register the workflow, or find the registered one with the same trigger path."""
+    created = client.post("/api/v1/workflows", json={"yaml_content": yaml_content})
+    if created.status_code == 201:
+        return created.json()["id"]
+    if created.status_code != 409:
+        errors = created.json().get("errors") or [{"message": created.text}]
+        lines = [f"{e.get('line', 1)}:{e.get('column', 1)}: {e['message']}" for e in errors]
+        raise click.ClickException("the workflow was refused:\n" + "\n".join(lines))
+    path = parse_workflow(yaml_content).trigger_path
+    for workflow in client.get("/api/v1/workflows").json():
+        if workflow["trigger_path"] == path:
+            return workflow["id"]
+    raise click.ClickException(created.json()["detail"])
+
+
+@main.command(name="run")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--data", default="{}", help="The run's input, as JSON.")
+@click.option("--watch/--no-watch", "follow", default=True, help="Follow the run live.")
+@API_OPTION
+def run_command(file: Path, data: str, follow: bool, api: str) -> None:
+    """Register FILE (or reuse it) and run it on the queue, following it live."""
+    try:
+        payload = json.loads(data)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--data") from exc
+    with httpx.Client(base_url=api, timeout=30) as client:
+        workflow_id = _workflow_id(client, file.read_text(encoding="utf-8"))
+        queued = client.post(f"/api/v1/runs/{workflow_id}/execute-async", json={"data": payload})
+        if queued.status_code != 202:
+            raise click.ClickException(f"the run was refused: {queued.text}")
+        run = queued.json()
+        click.echo(f"run {run['id']} queued")
+        if follow:
+            raise SystemExit(exit_code(watch(client, run["id"], run["stream_url"], click.echo)))
 
 
 def _report(path: str, kind: str, problem: Problem) -> str:

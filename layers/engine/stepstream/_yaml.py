@@ -71,6 +71,17 @@ class _Constructor(yaml.constructor.SafeConstructor):
 _Constructor.add_constructor("tag:yaml.org,2002:int", _Constructor.construct_yaml_int)
 
 
+def _not_json(constructor: _Constructor, node: yaml.Node) -> None:
+    raise yaml.constructor.ConstructorError(
+        None, None, f"the tag {node.tag} makes a value JSON cannot hold", node.start_mark
+    )
+
+
+# Workflows are JSON-shaped data: tags that build dates, bytes or sets are refused.
+for _tag in ("timestamp", "binary", "set", "omap", "pairs"):
+    _Constructor.add_constructor(f"tag:yaml.org,2002:{_tag}", _not_json)
+
+
 class _Loader(
     yaml.reader.Reader,
     yaml.scanner.Scanner,

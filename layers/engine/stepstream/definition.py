@@ -126,7 +126,8 @@ def _model_message(error: dict[str, Any], key: str | None, allowed: list[str]) -
         return f"unknown node type {error['input'].get('type')!r} (known: {', '.join(NODE_TYPES)})"
     if kind == "union_tag_not_found":
         return f"missing required key 'type' (one of: {', '.join(NODE_TYPES)})"
-    return error["msg"][0].lower() + error["msg"][1:]
+    message = error["msg"].removeprefix("Value error, ")
+    return message[0].lower() + message[1:]
 
 
 def _model_problems(data: Any, locator: _Locator) -> list[Problem]:
@@ -223,6 +224,12 @@ class _Checker:
                 key = str(path[0])
                 for ref in templates.references(text):
                     self.check_reference(index, key, ref)
+                for bad in templates.MALFORMED_DEFAULT.findall(text):
+                    if templates.REFERENCE.fullmatch(bad):
+                        continue
+                    message = (f"{bad}: a default must be JSON: a number, true, false, null, "
+                               '[], {} or a string in double quotes')
+                    self.problems.append(self.at(index, key, message))
             condition = step.config.get("condition")
             if step.type == "condition" and isinstance(condition, str):
                 error = expressions.check_syntax(condition)

@@ -186,10 +186,10 @@ class _Run:
             return None
         message = (f"Step '{step.id}' hit its loop limit: it ran {runs} times and "
                    f"max_iterations is {step.max_iterations}")
-        self.recorder.emit("step_failed", {
-            "step_id": step.id, "node_type": step.type, "status": "failed",
-            "iteration": runs + 1, **self.progress(), "error": message, "duration_ms": 0,
-        })
+        now = now_iso()
+        refused = StepResult(step.id, step.type, "failed", error=message, started_at=now,
+                             completed_at=now, iteration=runs + 1)
+        self.decide(refused, "step_failed", error=message, duration_ms=0)
         return message
 
     def run(self) -> RunOutcome:

@@ -44,6 +44,8 @@ REFERENCE = re.compile(
     rf"(?:\s*\?\?\s*(?P<default>{_DEFAULT}))?\}}"
 )
 _ESCAPED_BRACE = "\\{"
+# Anything shaped like a reference with "??"; those REFERENCE refuses have a bad default.
+MALFORMED_DEFAULT = re.compile(r"(?<!\\)\{[A-Za-z_][\w-]*(?:\.[\w-]+)*\s*\?\?(?:[^}\"]|\"[^\"]*\")*\}")
 
 
 class _Skipped:
