@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 
 from tests.conftest import WORKFLOWS
 from tests.integration.conftest import register, sse_events, unique
@@ -98,3 +99,28 @@ def test_document_summary_fetches_summarises_and_reports(
     assert summary["content"] == "Summary: revenue grew."
     assert summary["usage"]["output_tokens"] == 3
     assert (report["recipient"], report["message"]) == ("boss@example.com", "Summary: revenue grew.")
+
+
+def test_streamed_llm_step_sends_coalesced_progress_then_the_whole_answer(
+    api: httpx.Client, messages_api: FakeMessagesApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stream: true sends the text as it is written, in a few coalesced step_progress events."""
+    words = [f"word{n}" for n in range(30)]
+    messages_api.reply_when("tell me a long story", " ".join(words))
+    monkeypatch.setattr(messages_api, "stream_delay", 0.02)
+    workflow_id = register(api, (
+        "name: streamed_story\nsteps:\n  - id: tell\n    type: llm\n    stream: true\n"
+        "    prompt: tell me a long story\n"
+    ))
+
+    run_id = api.post(f"/api/v1/runs/{workflow_id}/execute-async", json={"data": {}}).json()["id"]
+    events = sse_events(api, run_id)
+
+    progress = [e for e in events if e["type"] == "step_progress"]
+    completed = next(e for e in events if e["type"] == "step_completed")
+    assert "".join(e["text"] for e in progress) == " ".join(words)
+    assert completed["output"]["content"] == " ".join(words)
+    assert 1 < len(progress) < len(words)
+    assert all(e["step_id"] == "tell" and e["iteration"] == 1 for e in progress)
+    kinds = [e["type"] for e in events]
+    assert kinds.index("step_started") < kinds.index("step_progress") < kinds.index("step_completed")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from datetime import datetime
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +38,12 @@ class JobStatus:
         return json_reply(200, {"state": "done" if done else "pending"})
 
 
+def _slow(request: RecordedRequest) -> Reply:
+    seconds = float(request.query["seconds"][0])
+    reply = json_reply(200, {"slept": seconds})
+    return Reply(reply.status, reply.body, reply.headers, delay=seconds)
+
+
 @pytest.fixture(scope="session")
 def job_status() -> JobStatus:
     """The C16 endpoint's state, reset by each test that uses it."""
@@ -51,6 +59,7 @@ def case_mock(job_status: JobStatus) -> Iterator[MockHttpServer]:
         mock.route("GET", "/members/7", json={"first_name": "Zoë", "tier": "gold"})
         mock.route("GET", "/user", json={"name": "Zoë Example", "id": 42})
         mock.respond_with("GET", "/job-status", job_status)
+        mock.respond_with("GET", "/slow", _slow)
         mock.respond_to_the_rest(lambda request: json_reply(200, {}))
         yield mock
 
@@ -395,3 +404,31 @@ def test_c16_loop_that_finishes_shows_every_iteration(
     assert [x["output_data"]["body"]["state"] for x in steps["poll"]["executions"]] == [
         "pending", "pending", "done"]
     assert steps["report"]["status"] == "completed" and steps["report"]["iteration"] == 1
+
+
+def test_c12_progress_arrives_while_the_run_goes_not_in_one_burst(
+    api: httpx.Client, case_mock: MockHttpServer
+) -> None:
+    """C12: events reach a streaming client as they happen, through the local entry point."""
+    workflow_id = _registered(api, _case("C12"))
+    run = api.post(f"/api/v1/runs/{workflow_id}/execute-async", json={"data": {}}).json()
+    arrivals: list[tuple[float, dict]] = []
+
+    connected = time.time()
+    with api.stream("GET", run["stream_url"], timeout=60) as response:
+        headers = response.headers
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                arrivals.append((time.time(), json.loads(line[5:])))
+
+    first_at, first = arrivals[0]
+    by_kind = {(e["type"], e.get("step_id")): at for at, e in arrivals}
+    assert first_at - connected < 1.0
+    assert by_kind[("run_completed", None)] - by_kind[("step_completed", "wait1")] >= 4.0
+    for at, event in arrivals:
+        emitted = datetime.fromisoformat(event["timestamp"]).timestamp()
+        assert at - emitted < 1.0, event["type"]
+    assert headers["content-type"].startswith("text/event-stream")
+    assert headers["cache-control"] in ("no-cache", "no-store")
+    assert headers["x-accel-buffering"] == "no"
+    assert "content-length" not in headers and headers.get("content-encoding") != "gzip"

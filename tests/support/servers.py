@@ -61,14 +61,19 @@ class Reply:
     Attributes:
         status: The HTTP status code.
         body: The response body.
-        headers: Extra response headers (``Content-Length`` is always added).
+        headers: Extra response headers (``Content-Length`` is added unless streaming).
         delay: Seconds to wait before answering, to test clients' timeouts.
+        chunks: When given, the body is sent piece by piece (no ``Content-Length``,
+            the connection closes at the end), waiting ``chunk_delay`` between pieces.
+        chunk_delay: Seconds between ``chunks``.
     """
 
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    chunks: tuple[bytes, ...] | None = None
+    chunk_delay: float = 0.0
 
 
 def json_reply(status: int, payload: Any, headers: dict[str, str] | None = None) -> Reply:
@@ -102,10 +107,23 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.send_response(reply.status)
         for name, value in reply.headers.items():
             self.send_header(name, value)
+        if reply.chunks is not None:
+            self._stream(reply)
+            return
         self.send_header("Content-Length", str(len(reply.body)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(reply.body)
+
+    def _stream(self, reply: Reply) -> None:
+        self.send_header("Connection", "close")
+        self.end_headers()
+        for chunk in reply.chunks or ():
+            self.wfile.write(chunk)
+            self.wfile.flush()
+            if self.server.owner.stopping.wait(reply.chunk_delay):
+                return
+        self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
 
@@ -307,7 +325,12 @@ def _presented_key(headers: dict[str, str]) -> str | None:
 
 
 class FakeMessagesApi(LocalServer):
-    """A local stand-in of Anthropic's Messages API (``POST /v1/messages``, non-streaming).
+    """A local stand-in of Anthropic's Messages API (``POST /v1/messages``).
+
+    With ``"stream": true`` it answers in the API's streaming protocol: SSE events
+    ``message_start``, ``content_block_start``, ``ping``, one ``content_block_delta``
+    (``text_delta``) per word of the reply, ``content_block_stop``, ``message_delta``
+    and ``message_stop``, ``stream_delay`` seconds apart.
 
     It checks requests as the real API does: a missing key is a 401
     ``authentication_error``; a missing ``anthropic-version`` header, or a missing
@@ -321,9 +344,12 @@ class FakeMessagesApi(LocalServer):
         api_key: When given, any other key is refused with a 401.
     """
 
-    def __init__(self, default_reply: str = "OK", api_key: str | None = None) -> None:
+    def __init__(
+        self, default_reply: str = "OK", api_key: str | None = None, stream_delay: float = 0.0
+    ) -> None:
         """Start with no rules: every prompt gets ``default_reply``."""
         super().__init__()
+        self.stream_delay = stream_delay
         self.default_reply = default_reply
         self.api_key = api_key
         self.rules: list[tuple[str, str]] = []
@@ -354,7 +380,35 @@ class FakeMessagesApi(LocalServer):
         with self._lock:
             if self._failures:
                 return self._failures.pop(0)
-        return json_reply(200, self._message(request.json()))
+        body = request.json()
+        if body.get("stream"):
+            return self._streamed(self._message(body))
+        return json_reply(200, self._message(body))
+
+    def _streamed(self, message: dict[str, Any]) -> Reply:
+        text = message["content"][0]["text"]
+        words = [piece for piece in text.split(" ")]
+        deltas = [word if n == len(words) - 1 else word + " " for n, word in enumerate(words)]
+        start = {**message, "content": [], "stop_reason": None,
+                 "usage": {**message["usage"], "output_tokens": 1}}
+        events: list[tuple[str, dict[str, Any]]] = [
+            ("message_start", {"type": "message_start", "message": start}),
+            ("content_block_start", {"type": "content_block_start", "index": 0,
+                                     "content_block": {"type": "text", "text": ""}}),
+            ("ping", {"type": "ping"}),
+            *[("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                       "delta": {"type": "text_delta", "text": delta}})
+              for delta in deltas if delta],
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            ("message_delta", {"type": "message_delta",
+                               "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                               "usage": {"output_tokens": message["usage"]["output_tokens"]}}),
+            ("message_stop", {"type": "message_stop"}),
+        ]
+        chunks = tuple(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+                       for name, data in events)
+        headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        return Reply(200, b"", headers, chunks=chunks, chunk_delay=self.stream_delay)
 
     def _check_auth(self, headers: dict[str, str]) -> Reply | None:
         key = _presented_key(headers)

@@ -170,3 +170,35 @@ def test_llm_client_reused_across_steps(
     assert first is not None
     assert llm._client is first
     assert messages_api.prompts == ["one", "two"]
+
+
+def test_llm_streamed_reply_reports_coalesced_text_and_returns_the_whole_answer(
+    messages_api: FakeMessagesApi, step_context: StepContextFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stream: true speaks the streaming protocol; progress parts add up to the content."""
+    messages_api.default_reply = " ".join(f"w{n}" for n in range(40))
+    monkeypatch.setattr(llm, "PROGRESS_CHARS", 20)
+    parts: list[dict[str, Any]] = []
+    ctx = step_context(llm_step("Tell", stream=True), {"trigger": LEAD})
+    ctx = type(ctx)(ctx.step, ctx.scope, ctx.known, ctx.run_id, parts.append)
+
+    output = llm.run(ctx)
+
+    assert output["content"] == messages_api.default_reply
+    assert "".join(part["text"] for part in parts) == output["content"]
+    assert 1 < len(parts) < 40
+    assert all(len(part["text"]) >= 20 for part in parts[:-1])
+    assert output["stop_reason"] == "end_turn" and output["usage"]["output_tokens"] == 40
+    assert messages_api.requests[-1].json()["stream"] is True
+
+
+def test_llm_stream_without_a_listener_asks_for_the_whole_answer(
+    messages_api: FakeMessagesApi, step_context: StepContextFactory
+) -> None:
+    """With nobody to report to, the step makes an ordinary (non-streaming) call."""
+    messages_api.default_reply = "whole"
+
+    output = run(step_context, llm_step("Tell", stream=True))
+
+    assert output["content"] == "whole"
+    assert "stream" not in messages_api.requests[-1].json()

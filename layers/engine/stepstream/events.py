@@ -12,7 +12,9 @@ Event types and their fields (``type``, ``run_id``, ``seq`` and ``timestamp`` on
 
 ==============  ===============================================================
 run_started     status, steps_completed, total_steps, progress
-step_started    step_id, node_type, status, steps_completed, total_steps, progress
+step_started    step_id, node_type, status, iteration, steps_completed, total_steps,
+                progress
+step_progress   ... as step_started, plus text (an llm step's answer so far, coalesced)
 step_completed  ... as step_started, plus output (bounded) and duration_ms
 step_failed     ... as step_started, plus error and duration_ms
 step_skipped    step_id, node_type, status, steps_completed, total_steps, progress
@@ -41,6 +43,7 @@ logger = logging.getLogger(__name__)
 EVENT_TYPES = (
     "run_started",
     "step_started",
+    "step_progress",
     "step_completed",
     "step_failed",
     "step_skipped",

@@ -65,6 +65,10 @@ class LlmStep(_StepBase):
     max_tokens: int = Field(1024, ge=1, le=200_000)
     system: str | None = None
     temperature: float | None = Field(None, ge=0, le=1)
+    stream: bool = Field(
+        False, description="Send the model's text to watchers as it is written "
+        "(`step_progress` events, coalesced); `step_completed` still has it all.",
+    )
     output_key: str | None = Field(
         None, description="Accepted for the original format; it has no effect."
     )

@@ -146,7 +146,9 @@ class _Run:
                             iteration=iteration)
         clock = time.perf_counter()
         try:
-            result.output = NODES[step.type](StepContext(step, self.scope, self.known, self.run_id))
+            context = StepContext(step, self.scope, self.known, self.run_id,
+                                  lambda partial: self.progressed(step, iteration, partial))
+            result.output = NODES[step.type](context)
         except StepstreamError as exc:
             result.status, result.error = "failed", _error_text(exc)
         except Exception as exc:  # noqa: BLE001 - a node's bug fails its step, never the run record
@@ -161,6 +163,12 @@ class _Run:
         else:
             self.decide(result, "step_failed", error=result.error, duration_ms=duration_ms)
         return result
+
+    def progressed(self, step: Step, iteration: int, partial: dict[str, Any]) -> None:
+        """A running step's partial output, as a ``step_progress`` event."""
+        data = {"step_id": step.id, "node_type": step.type, "status": "running",
+                "iteration": iteration}
+        self.recorder.emit("step_progress", {**data, **self.progress(), **partial})
 
     def jump(self, index: int, step: Step, result: StepResult) -> int:
         """Where execution goes after condition ``step`` at ``index`` decided."""

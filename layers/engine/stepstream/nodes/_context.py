@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +19,14 @@ class StepContext:
         scope: Outputs of the steps that ran so far, by step id, plus ``trigger``.
         known: Every step id of the workflow, plus ``trigger``.
         run_id: The run this step belongs to.
+        progress: Reports partial output while the step runs (``step_progress`` events).
     """
 
     step: Step
     scope: Mapping[str, Any]
     known: frozenset[str]
     run_id: str
+    progress: Callable[[dict[str, Any]], None] | None = None
 
     def get(self, key: str, default: Any = None) -> Any:
         """The step's key ``key`` with its templates rendered."""

@@ -1,7 +1,9 @@
 """``llm``: one Anthropic Messages API call with a templated prompt.
 
 The anthropic SDK costs over a second of import, so it is imported the first time
-an llm step runs, never at module load. The SDK reads ``ANTHROPIC_API_KEY`` and
+an llm step runs, never at module load. With ``stream: true`` the step uses the
+API's streaming protocol and reports the text as it arrives (coalesced) through
+the step's progress callback; the step's output is the same either way. The SDK reads ``ANTHROPIC_API_KEY`` and
 ``ANTHROPIC_BASE_URL`` itself; tests point the latter at a local stand-in.
 """
 
@@ -9,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from stepstream.errors import StepError
@@ -18,6 +22,10 @@ if TYPE_CHECKING:
     import anthropic
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
+# With ``stream: true``, text deltas are passed on at most this often, or when this
+# much text has gathered, so a long answer makes tens of events, not thousands.
+PROGRESS_SECONDS = 0.1
+PROGRESS_CHARS = 400
 _FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*?)\n\s*```\s*$", re.DOTALL)
 _client: anthropic.Anthropic | None = None
 
@@ -41,6 +49,37 @@ def parse_json(content: str) -> Any:
         return None
 
 
+class _Coalescer:
+    """Gathers text deltas; hands them on every ``PROGRESS_SECONDS`` or ``PROGRESS_CHARS``."""
+
+    def __init__(self, report: Callable[[dict[str, Any]], None]) -> None:
+        self.report = report
+        self.pending: list[str] = []
+        self.size = 0
+        self.since = time.monotonic()
+
+    def add(self, text: str) -> None:
+        self.pending.append(text)
+        self.size += len(text)
+        if self.size >= PROGRESS_CHARS or time.monotonic() - self.since >= PROGRESS_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.report({"text": "".join(self.pending)})
+        self.pending, self.size, self.since = [], 0, time.monotonic()
+
+
+def _streamed(request: dict[str, Any], report: Callable[[dict[str, Any]], None]) -> Any:
+    """Call the API in streaming mode, reporting the text as it comes, coalesced."""
+    coalescer = _Coalescer(report)
+    with _anthropic().messages.stream(**request) as stream:
+        for text in stream.text_stream:
+            coalescer.add(text)
+        coalescer.flush()
+        return stream.get_final_message()
+
+
 def run(ctx: StepContext) -> dict[str, Any]:
     """Ask the model; ``content`` is its text and ``parsed`` that text read as JSON."""
     import anthropic
@@ -57,7 +96,10 @@ def run(ctx: StepContext) -> dict[str, Any]:
         # TypeError); the body carries it and the API accepts or refuses it.
         request["extra_body"] = {"temperature": float(ctx.get("temperature"))}
     try:
-        message = _anthropic().messages.create(**request)
+        if ctx.step.config.get("stream") and ctx.progress is not None:
+            message = _streamed(request, ctx.progress)
+        else:
+            message = _anthropic().messages.create(**request)
     except anthropic.APIError as exc:
         raise StepError(f"Messages API call failed: {exc}", field="prompt") from exc
     content = "".join(block.text for block in message.content if block.type == "text")
