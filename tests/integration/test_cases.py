@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from datetime import datetime
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import CASES
+from stepstream import Engine, Settings
+from stepstream_local.stack import LocalStack
+from tests.conftest import CASES, ROOT
 from tests.integration.conftest import register, sse_events
 from tests.support.servers import MockHttpServer, RecordedRequest, Reply, json_reply
 
@@ -60,6 +63,7 @@ def case_mock(job_status: JobStatus) -> Iterator[MockHttpServer]:
         mock.route("GET", "/user", json={"name": "Zoë Example", "id": 42})
         mock.respond_with("GET", "/job-status", job_status)
         mock.respond_with("GET", "/slow", _slow)
+        mock.respond_with("POST", "/charge", lambda request: json_reply(200, {"ok": True}))
         mock.respond_to_the_rest(lambda request: json_reply(200, {}))
         yield mock
 
@@ -432,3 +436,71 @@ def test_c12_progress_arrives_while_the_run_goes_not_in_one_burst(
     assert headers["cache-control"] in ("no-cache", "no-store")
     assert headers["x-accel-buffering"] == "no"
     assert "content-length" not in headers and headers.get("content-encoding") != "gzip"
+
+
+def _sqs_record(message_id: str, body: str, receive_count: int = 1) -> dict:
+    event = json.loads((ROOT / "tests" / "events" / "sqs_run_batch.json").read_text())
+    record = event["Records"][0]
+    record["attributes"]["ApproximateReceiveCount"] = str(receive_count)
+    return {**record, "messageId": message_id, "body": body}
+
+
+def _charges(mock: MockHttpServer) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for request in mock.requests_to("/charge"):
+        counts[request.json()["order"]] = counts.get(request.json()["order"], 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("poison", ['{"run_id": "does-not-exist"}', "this is not json"])
+def test_c10_partial_batch_failure_redelivers_only_the_poison_record(
+    api: httpx.Client, stack: LocalStack, case_mock: MockHttpServer, poison: str
+) -> None:
+    """C10: one bad record fails alone; finished runs are neither redone nor re-announced."""
+    workflow_id = _registered(api, _case("C10"))
+    engine = Engine(Settings.from_env())
+    orders = {f"A-1-{len(poison)}": 12.5, f"A-3-{len(poison)}": 7}
+    runs = {order: engine.create_run(workflow_id, {"order": order, "amount": amount}, None,
+                                     "queued")["run_id"] for order, amount in orders.items()}
+    first, third = (f"{uuid.uuid4()}" for _ in range(2))
+    poisoned = str(uuid.uuid4())
+    batch = {"Records": [
+        _sqs_record(first, json.dumps({"run_id": runs[list(orders)[0]]})),
+        _sqs_record(poisoned, poison),
+        _sqs_record(third, json.dumps({"run_id": runs[list(orders)[1]]})),
+    ]}
+    (executor,) = [poller.function for poller in stack.pollers]
+
+    result = executor.invoke(batch)
+    again = executor.invoke({"Records": [{**batch["Records"][0],
+                                          **_sqs_record(first, batch["Records"][0]["body"], 2)}]})
+
+    assert result == {"batchItemFailures": [{"itemIdentifier": poisoned}]}
+    assert again == {"batchItemFailures": []}
+    counts = _charges(case_mock)
+    for order, amount in orders.items():
+        assert counts[order] == 1
+        sent = [r.json() for r in case_mock.requests_to("/charge") if r.json()["order"] == order]
+        assert sent[0]["amount"] == amount and not isinstance(sent[0]["amount"], str)
+    for run_id in runs.values():
+        assert api.get(f"/api/v1/runs/{run_id}").json()["status"] == "completed"
+        kinds = [e["type"] for e in sse_events(api, run_id)]
+        assert kinds.count("run_completed") == 1 and kinds.count("run_started") == 1
+        seqs = [e["seq"] for e in engine.store.events_after(run_id, 0)]
+        assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_c10_a_run_whose_step_fails_is_a_processed_message(
+    api: httpx.Client, stack: LocalStack
+) -> None:
+    """C10: a failed step fails the run, not the message: SQS must not retry it."""
+    text = _case("C10").replace("http://127.0.0.1:8765/charge", "http://127.0.0.1:9/charge")
+    workflow_id = _registered(api, text.replace("c10_side_effect_once", "c10_step_fails"))
+    engine = Engine(Settings.from_env())
+    run_id = engine.create_run(workflow_id, {"order": "F-1", "amount": 1}, None, "queued")["run_id"]
+    (executor,) = [poller.function for poller in stack.pollers]
+
+    result = executor.invoke({"Records": [_sqs_record("m-1", json.dumps({"run_id": run_id}))]})
+
+    assert result == {"batchItemFailures": []}
+    assert api.get(f"/api/v1/runs/{run_id}").json()["status"] == "failed"

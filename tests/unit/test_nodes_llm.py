@@ -178,6 +178,7 @@ def test_llm_streamed_reply_reports_coalesced_text_and_returns_the_whole_answer(
     """stream: true speaks the streaming protocol; progress parts add up to the content."""
     messages_api.default_reply = " ".join(f"w{n}" for n in range(40))
     monkeypatch.setattr(llm, "PROGRESS_CHARS", 20)
+    monkeypatch.setattr(llm, "PROGRESS_SECONDS", 60.0)  # sizes alone decide here
     parts: list[dict[str, Any]] = []
     ctx = step_context(llm_step("Tell", stream=True), {"trigger": LEAD})
     ctx = type(ctx)(ctx.step, ctx.scope, ctx.known, ctx.run_id, parts.append)

@@ -207,19 +207,23 @@ class Engine:
             self._abort(_StoredRecorder(self, run_id), "the run could not be queued")
             raise StorageError("the run queue refused the run") from exc
 
-    def execute_run(self, run_id: str, claimed: bool = False) -> dict[str, Any] | None:
+    def execute_run(self, run_id: str, run: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """Run a stored run to its end; None if another executor already has it.
 
         Args:
             run_id: The run.
-            claimed: True when the caller created the run as ``running`` itself.
+            run: The run's record when the caller created it ``running`` itself;
+                otherwise the run is claimed from ``queued`` first.
+
+        Raises:
+            NotFoundError: No such run.
         """
-        if not claimed and not self.store.claim_run(run_id, now_iso()):
+        run = run or self.store.claim_run(run_id, now_iso())
+        if run is None:
             logger.info("run already taken", extra={"run_id": run_id})
             return None
         recorder = _StoredRecorder(self, run_id)
         try:
-            run = self.store.get_run(run_id)
             workflow: Workflow = parse_workflow(run["yaml_content"])
             trigger = {"body": run["trigger_data"], "headers": run.get("trigger_headers", {})}
             run_workflow(workflow, run_id, trigger, recorder)
@@ -242,6 +246,6 @@ class Engine:
     ) -> dict[str, Any]:
         """Create a run and execute it in this process (sync ``execute``, webhooks)."""
         run = self.create_run(workflow_id, data, headers, "running")
-        finished = self.execute_run(run["run_id"], claimed=True)
+        finished = self.execute_run(run["run_id"], run)
         assert finished is not None  # a run this call created as running is its own
         return finished

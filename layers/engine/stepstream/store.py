@@ -185,10 +185,17 @@ class Store:
             raise NotFoundError("run", run_id)
         return _run_record(item["Item"])
 
-    def claim_run(self, run_id: str, started_at: str) -> bool:
-        """Move a queued run to ``running``; False if it is not queued (already taken)."""
+    def claim_run(self, run_id: str, started_at: str) -> dict[str, Any] | None:
+        """Move a queued run to ``running`` and return it; None if it is not queued.
+
+        One conditional write does it all: no read before (the condition decides who
+        takes the run) and none after (the write returns the item).
+
+        Raises:
+            NotFoundError: There is no such run (a message naming a run that never was).
+        """
         try:
-            self.client.update_item(
+            answer = self.client.update_item(
                 TableName=self.runs_table,
                 Key={"run_id": _s(run_id)},
                 UpdateExpression="SET #status = :running, started_at = :at",
@@ -197,12 +204,16 @@ class Store:
                 ExpressionAttributeValues={
                     ":running": _s("running"), ":queued": _s("queued"), ":at": _s(started_at)
                 },
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
+                if "Item" not in exc.response:
+                    raise NotFoundError("run", run_id) from exc
+                return None
             raise _storage_error("the run claim", exc) from exc
-        return True
+        return _run_record(answer["Attributes"])
 
     def put_step(self, run_id: str, step: dict[str, Any], steps_completed: int) -> None:
         """Record one step's result and the run's count of decided steps.
