@@ -12,7 +12,12 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+
+from stepstream.nodes import llm
+from stepstream_local.stack import LocalStack
+from tests.support.servers import FakeMessagesApi
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "workflows"
@@ -42,3 +47,28 @@ def redis_url() -> Iterator[str]:
     yield f"redis://{host}:{port}/0"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="session")
+def messages_api() -> Iterator[FakeMessagesApi]:
+    """The local stand-in of the Messages API that llm steps of the stack talk to."""
+    with FakeMessagesApi(api_key="test-key") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def stack(redis_url: str, messages_api: FakeMessagesApi) -> Iterator[LocalStack]:
+    """One local stack per test process: moto, the three functions, the SQS poller."""
+    os.environ["ANTHROPIC_API_KEY"] = "test-key"
+    os.environ["ANTHROPIC_BASE_URL"] = messages_api.base_url
+    llm._client = None  # built again from the variables above on the first llm step
+    with LocalStack(redis_url=redis_url, log_level="WARNING") as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def api(stack: LocalStack) -> Iterator[httpx.Client]:
+    """An HTTP client for the stack's API (and its stream, which shares the port)."""
+    assert stack.urls is not None
+    with httpx.Client(base_url=stack.urls.api, timeout=30) as client:
+        yield client

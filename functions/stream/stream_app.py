@@ -14,22 +14,29 @@ locally. Two modes share the event-reading code (``stepstream.events.follow``):
 
 A stream needs the run's signed token (``?token=``) when ``STREAM_TOKEN_SECRET`` is
 set; ``EventSource`` cannot send headers, so the token travels in the URL.
+
+``GET /api/v1/runs/{run_id}/view`` (same token) serves ``view.html``: a page that
+watches the run through ``EventSource`` and fills in its steps as they happen.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import logging
 import os
+import re
 from collections.abc import AsyncIterator
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from stepstream import NotFoundError, Settings, tokens
@@ -50,6 +57,7 @@ LONG_POLL_LINGER_SECONDS = 0.05
 LONG_POLL_MAX_EVENTS = 500
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 FINISHED = frozenset({"completed", "failed", "cancelled"})
+VIEW_PAGE = (Path(__file__).parent / "view.html").read_text(encoding="utf-8")
 
 
 @cache
@@ -168,6 +176,42 @@ async def stream(request: Request) -> Response:
     return EventSourceResponse(_frames(run_id, position), ping=heartbeat, headers=SSE_HEADERS)
 
 
+def _inline_hashes(page: str, tag: str) -> str:
+    """CSP sources that allow exactly the inline ``<tag>`` blocks of ``page``."""
+    blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", page, flags=re.DOTALL)
+    digests = (hashlib.sha256(block.encode()).digest() for block in blocks)
+    return " ".join(f"'sha256-{base64.b64encode(digest).decode()}'" for digest in digests)
+
+
+# The page shows data from the run (LLM text, error messages), so its policy allows
+# only its own inline script and style, and connections back to this origin.
+VIEW_POLICY = (
+    "default-src 'none'",
+    f"script-src {_inline_hashes(VIEW_PAGE, 'script')}",
+    f"style-src {_inline_hashes(VIEW_PAGE, 'style')}",
+    "connect-src 'self'",
+    "img-src data:",
+    "base-uri 'none'",
+    "form-action 'none'",
+    "frame-ancestors 'none'",
+)
+VIEW_HEADERS = {
+    "Content-Security-Policy": "; ".join(VIEW_POLICY),
+    # The URL carries the run's token: keep it out of Referer headers and caches.
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+async def view(request: Request) -> Response:
+    """``GET /api/v1/runs/{run_id}/view``: a page that shows the run's stream live."""
+    refusal = _refusal(request, request.path_params["run_id"])
+    if refusal is not None:
+        return refusal
+    return HTMLResponse(VIEW_PAGE, headers=VIEW_HEADERS)
+
+
 async def health(request: Request) -> JSONResponse:
     """Liveness (the Web Adapter's readiness check uses it too)."""
     return JSONResponse({"status": "ok"})
@@ -187,6 +231,7 @@ app = Starlette(
     lifespan=lifespan,
     routes=[
         Route("/api/v1/runs/{run_id}/stream", stream),
+        Route("/api/v1/runs/{run_id}/view", view),
         Route("/health", health),
     ],
 )

@@ -33,7 +33,7 @@ from stepstream_local.poller import SqsPoller
 from stepstream_local.provision import provision
 from stepstream_local.runtime import import_code, load_function
 
-STREAM_PATH = re.compile(r"^/api/v1/runs/[^/]+/stream$")
+STREAM_PATH = re.compile(r"^/api/v1/runs/[^/]+/(?:stream|view)$")
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 
 

@@ -1,45 +1,14 @@
-"""The local stack the integration tests share, and clients for it."""
+"""Clients for the local stack the integration tests share (tests/conftest.py starts it)."""
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 from httpx_sse import connect_sse
 
-from stepstream.nodes import llm
-from stepstream_local.stack import LocalStack
 from tests.conftest import WORKFLOWS
-from tests.support.servers import FakeMessagesApi
-
-
-@pytest.fixture(scope="session")
-def messages_api() -> Iterator[FakeMessagesApi]:
-    """The local stand-in of the Messages API that llm steps of the stack talk to."""
-    with FakeMessagesApi(api_key="test-key") as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def stack(redis_url: str, messages_api: FakeMessagesApi) -> Iterator[LocalStack]:
-    """One local stack per test process: moto, the three functions, the SQS poller."""
-    os.environ["ANTHROPIC_API_KEY"] = "test-key"
-    os.environ["ANTHROPIC_BASE_URL"] = messages_api.base_url
-    llm._client = None  # built again from the variables above on the first llm step
-    with LocalStack(redis_url=redis_url, log_level="WARNING") as running:
-        yield running
-
-
-@pytest.fixture(scope="session")
-def api(stack: LocalStack) -> Iterator[httpx.Client]:
-    """An HTTP client for the stack's API (and its stream, which shares the port)."""
-    assert stack.urls is not None
-    with httpx.Client(base_url=stack.urls.api, timeout=30) as client:
-        yield client
 
 
 def register(api: httpx.Client, yaml_content: str) -> str:
