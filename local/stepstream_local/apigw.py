@@ -12,7 +12,6 @@ import logging
 import re
 import time
 import uuid
-from typing import Any
 
 import anyio
 from starlette.requests import Request

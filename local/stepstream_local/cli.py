@@ -169,7 +169,8 @@ def validate(files: tuple[str, ...]) -> None:
             click.echo(_report(path, "warning", problem))
         failed = failed or bool(errors)
         if not errors:
-            click.echo(f"{path}: ok" + (f" ({len(warnings)} warnings)" if warnings else ""), err=True)
+            counted = f" ({len(warnings)} warnings)" if warnings else ""
+            click.echo(f"{path}: ok{counted}", err=True)
     if failed:
         raise SystemExit(1)
 

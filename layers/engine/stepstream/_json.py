@@ -40,7 +40,7 @@ def dumps(value: Any) -> str:
     """Encode ``value`` as compact JSON, accepting Decimals, sets and bytes.
 
     NaN and infinities, which JSON cannot carry and browsers refuse, become null.
-    Text that cannot be UTF-8 (a lone surrogate) is written as ``\\u`` escapes.
+    Text that cannot be UTF-8 (a lone surrogate) is written as JSON's escapes.
     """
     try:
         text = json.dumps(value, default=_default, separators=(",", ":"), ensure_ascii=False,

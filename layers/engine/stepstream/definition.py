@@ -270,7 +270,8 @@ class _Checker:
 
 
 def _limit(value: Any, default: int) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else default
+    usable = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return value if usable else default
 
 
 def _steps(data: dict[str, Any], locator: _Locator) -> list[Step]:

@@ -1,7 +1,8 @@
 """Condition expressions: a small typed language evaluated by simpleeval (no ``eval``).
 
-Syntax is Python's expression subset: arithmetic on numbers (``+ - * / %``), comparisons (``==`` ``!=`` ``<`` ``<=`` ``>``
-``>=``, chained), ``and``/``or``/``not``, ``in``/``not in``, parentheses, quoted
+Syntax is Python's expression subset: arithmetic on numbers (``+ - * / %``),
+comparisons (``==`` ``!=`` ``<`` ``<=`` ``>`` ``>=``, chained), ``and``/``or``/``not``,
+``in``/``not in``, parentheses, quoted
 strings, numbers, ``true``/``false``/``null``, and ``{references}``. Each reference
 becomes a variable bound to its value, so data from a run's input can never change
 what the expression means (case C09).

@@ -52,7 +52,8 @@ class HttpStep(_StepBase):
     @classmethod
     def _known_method(cls, value: str) -> str:
         if value.upper() not in HTTP_METHODS:
-            raise ValueError(f"unknown HTTP method {value!r} (known: {', '.join(sorted(HTTP_METHODS))})")
+            known = ", ".join(sorted(HTTP_METHODS))
+            raise ValueError(f"unknown HTTP method {value!r} (known: {known})")
         return value
 
 

@@ -1,4 +1,4 @@
-"""``{step_id.field}`` templates over earlier steps' outputs.
+r"""``{step_id.field}`` templates over earlier steps' outputs.
 
 Grammar::
 
@@ -45,7 +45,9 @@ REFERENCE = re.compile(
 )
 _ESCAPED_BRACE = "\\{"
 # Anything shaped like a reference with "??"; those REFERENCE refuses have a bad default.
-MALFORMED_DEFAULT = re.compile(r"(?<!\\)\{[A-Za-z_][\w-]*(?:\.[\w-]+)*\s*\?\?(?:[^}\"]|\"[^\"]*\")*\}")
+MALFORMED_DEFAULT = re.compile(
+    r"(?<!\\)\{[A-Za-z_][\w-]*(?:\.[\w-]+)*\s*\?\?(?:[^}\"]|\"[^\"]*\")*\}"
+)
 
 
 class _Skipped:

@@ -1,10 +1,10 @@
 """``llm``: one Anthropic Messages API call with a templated prompt.
 
-The anthropic SDK costs over a second of import, so it is imported the first time
-an llm step runs, never at module load. With ``stream: true`` the step uses the
-API's streaming protocol and reports the text as it arrives (coalesced) through
-the step's progress callback; the step's output is the same either way. The SDK reads ``ANTHROPIC_API_KEY`` and
-``ANTHROPIC_BASE_URL`` itself; tests point the latter at a local stand-in.
+The anthropic SDK costs over a second of import, so it is imported the first time an llm
+step runs, never at module load. With ``stream: true`` the step uses the API's streaming
+protocol and reports the text as it arrives (coalesced) through the step's progress
+callback; the step's output is the same either way. The SDK reads ``ANTHROPIC_API_KEY``
+and ``ANTHROPIC_BASE_URL`` itself; tests point the latter at a local stand-in.
 """
 
 from __future__ import annotations
