@@ -27,9 +27,11 @@ CHROMIUM_FLAGS = [
 PAGE_TIMEOUT_MS = 15_000
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync API is started, its event loop counts
+# as running on the main thread, and asyncio.run() in any later test of the process fails.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """One headless Chromium per test process."""
+    """One headless Chromium per test module."""
     if not CHROMIUM.exists():
         pytest.fail(
             f"{CHROMIUM} is missing: run `make chromium` to install Debian's chromium",
