@@ -46,8 +46,9 @@ test: $(STAMP) $(SAM_STAMP) $(CHROMIUM)
 	$(BIN)/python tests/redis_url.py > $(VENV)/redis_url
 	REDIS_URL="$$(cat $(VENV)/redis_url)" $(BIN)/python -m pytest -n 2 --dist loadfile
 
-## lint: check template.yaml with cfn-lint
+## lint: ruff over the code, cfn-lint and sam validate over template.yaml
 lint: $(STAMP) $(SAM_STAMP)
+	$(BIN)/ruff check layers functions local
 	$(BIN)/cfn-lint template.yaml
 	SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam validate --lint --region us-east-1
 

@@ -6,7 +6,8 @@ one with a ``FunctionUrlConfig`` is the stream, whose ASGI app the template name
 in ``STREAM_ASGI_APP`` (the Web Adapter's ``run.sh`` starts the same app).
 
 Locally the stream app shares the API's port: requests for ``/api/v1/runs/*/stream``
-go to it, as the original service served them, and everything else goes through the
+(and the run page, ``/view``) go to it, as the original service served the stream, and
+everything else goes through the
 API Gateway front. On AWS the stream has its own function URL.
 """
 
