@@ -536,3 +536,44 @@ def test_parse_workflow_keeps_warnings_on_the_workflow() -> None:
     workflow = parse_workflow(text)
 
     assert [w.field for w in workflow.warnings] == ["output_key"]
+
+
+ORIGINAL_LEAD_QUALIFICATION = """name: lead_qualification
+trigger:
+  type: webhook
+  path: /triggers/lead_qualification
+steps:
+  - id: qualify
+    type: llm
+    prompt: "Qualify this lead as JSON with score and summary: {trigger.body}"
+  - id: check_qualified
+    type: condition
+    condition: "{qualify.score} >= 7"
+    on_true: notify_sales
+    on_false: send_nurture
+  - id: notify_sales
+    type: notify
+    message: "score {qualify.score}"
+  - id: send_nurture
+    type: notify
+    message: "thanks"
+"""
+
+
+def test_check_workflow_original_lead_qualification_points_at_the_llm_output_mistake() -> None:
+    """The original's {qualify.score} names no llm output; the error says where it really is."""
+    _workflow, errors, _warnings = check_workflow(ORIGINAL_LEAD_QUALIFICATION)
+
+    assert [(e.step_id, e.field, e.line) for e in errors] == [
+        ("check_qualified", "condition", 11), ("notify_sales", "message", 16)]
+    assert "an llm step's output has no 'score'" in errors[0].message
+    assert "{qualify.parsed.score}" in errors[0].message
+
+
+def test_check_workflow_reference_to_a_real_output_key_is_accepted() -> None:
+    """Every top-level output key of every node type may be read."""
+    text = ORIGINAL_LEAD_QUALIFICATION.replace("{qualify.score}", "{qualify.parsed.score}")
+
+    _workflow, errors, _warnings = check_workflow(text)
+
+    assert errors == []

@@ -29,6 +29,16 @@ from stepstream.errors import Problem, WorkflowInvalidError
 from stepstream.model import NODE_TYPES, WorkflowModel
 
 NO_EFFECT_KEYS = {"output_key": "llm", "path": "trigger"}
+# The top-level keys of each node type's output: a template reading another is a typo
+# (the original's lead_qualification read {qualify.score}; the score is under parsed).
+OUTPUT_KEYS = {
+    "trigger": ("body", "headers"),
+    "http": ("status_code", "body", "headers"),
+    "llm": ("content", "parsed", "model", "stop_reason", "usage"),
+    "condition": ("result", "next_step", "condition", "evaluated_to"),
+    "notify": ("channel", "message", "recipient", "subject", "sent", "delivered", "note",
+               "url", "status_code"),
+}
 
 
 @dataclass(frozen=True)
@@ -246,6 +256,8 @@ class _Checker:
             self.problems.append(self.at(index, key, message))
             return
         source = self.ids.index(ref.head)
+        if self.check_output_key(index, key, ref, self.steps[source]):
+            return
         if index not in self.reach[source] or (source == index and not self.loops(index)):
             message = f"{ref} reads step '{ref.head}', which can never have run before this step"
             self.problems.append(self.at(index, key, message))
@@ -253,6 +265,23 @@ class _Checker:
             message = (f"{ref} reads step '{ref.head}', which a branch may skip; the step "
                        "then fails unless the template has a default ({path ?? value})")
             self.warnings.append(self.at(index, key, message))
+
+    def check_output_key(
+        self, index: int, key: str, ref: templates.Reference, source: Step
+    ) -> bool:
+        """Report a reference to an output key its step's type never has; True if so."""
+        segments = ref.path.split(".")
+        keys = OUTPUT_KEYS.get(source.type)
+        if len(segments) < 2 or keys is None or segments[1] in keys:
+            return False
+        hint = ""
+        if source.type == "llm":
+            hint = f"; an answer's JSON fields are under parsed: {{{source.id}.parsed.{segments[1]}}}"
+        article = "an" if source.type in ("llm", "http") else "a"  # as the names are said
+        message = (f"{ref}: {article} {source.type} step's output has no '{segments[1]}' "
+                   f"(it has: {', '.join(keys)}){hint}")
+        self.problems.append(self.at(index, key, message))
+        return True
 
     def loops(self, index: int) -> bool:
         return any(index in self.reach[following] for following in _successors(self.steps, index))
