@@ -83,11 +83,17 @@ class RedisPublisher:
 
     def publish(self, run_id: str, seq: int, data: str) -> None:
         """Append one event; a failure is logged, since the table already holds it."""
+        self.publish_many(run_id, [(seq, data)])
+
+    def publish_many(self, run_id: str, events: list[tuple[int, str]]) -> None:
+        """Append ``(seq, data)`` events, in order, in one round trip; failures are logged."""
         import redis
 
         key = redis_key(run_id)
         pipe = self.client.pipeline(transaction=False)
-        pipe.xadd(key, {"data": data}, id=f"0-{seq}", maxlen=REDIS_MAX_EVENTS, approximate=True)
+        for seq, data in events:
+            pipe.xadd(key, {"data": data}, id=f"0-{seq}", maxlen=REDIS_MAX_EVENTS,
+                      approximate=True)
         pipe.expire(key, REDIS_RETENTION_SECONDS)
         try:
             pipe.execute()

@@ -6,6 +6,7 @@ clients so warm invocations reuse their connections.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from typing import Any
@@ -18,11 +19,16 @@ from stepstream.config import Settings
 from stepstream.definition import Workflow, parse_workflow
 from stepstream.errors import InputTooLargeError, StorageError
 from stepstream.events import TERMINAL_TYPES, RedisPublisher
+from stepstream.nodes import may_block
 from stepstream.runner import StepResult, now_iso, run_workflow
-from stepstream.store import Store
+from stepstream.store import RunEnd, Store
 
 logger = logging.getLogger(__name__)
 
+# Events a recorder gathers at most before writing them (see ``_StoredRecorder``).
+FLUSH_EVENTS = 25
+# Parsed definitions kept per process, by their YAML text.
+PARSED_WORKFLOWS = 64
 # A run's input is stored with the run (DynamoDB items hold 400 KB); past this, refused.
 MAX_INPUT_BYTES = 128 * 1024
 # Request headers a webhook run keeps out of its input: they carry credentials.
@@ -44,27 +50,58 @@ RUN_FIELDS = (
 
 
 class _StoredRecorder:
-    """Writes a run's events (table, then Redis) and step results as they happen."""
+    """Writes a run's events (table, then Redis) and step results, in batches.
 
-    def __init__(self, engine: Engine, run_id: str) -> None:
+    An event waits in the recorder until the run reaches a point where a reader
+    could otherwise be kept waiting, and is then written with every event and step
+    result gathered before it, in one write each (DynamoDB, then Redis):
+
+    - a ``step_started`` of a step that may block (an http or llm call, a webhook),
+      before the step runs;
+    - a ``step_progress`` (an llm step's answer so far);
+    - the terminal event, with the run's end, which is written to the record first;
+    - ``FLUSH_EVENTS`` events gathered.
+
+    Steps that stay in the process take microseconds, so their events reach a reader
+    at the same moment either way; the run pays a write per batch, not per event.
+
+    Args:
+        engine: Where to write.
+        run_id: The run.
+        record: The run's record, kept current as results are written; None if unknown.
+    """
+
+    def __init__(self, engine: Engine, run_id: str, record: dict[str, Any] | None = None) -> None:
         self.engine = engine
         self.run_id = run_id
+        self.record = record
         self.seq = 0
         self.executions: dict[str, list[dict[str, Any]]] = {}
+        # Steps whose start is written before they run; None: every step's.
+        self.blocking: frozenset[str] | None = None
+        self.events: list[tuple[int, str, str]] = []
+        self.results: dict[str, dict[str, Any]] = {}
+        self.steps_completed = 0
 
     def emit(self, event_type: str, data: dict[str, Any]) -> None:
         self.seq += 1
         event = {"type": event_type, "run_id": self.run_id, "seq": self.seq,
                  "timestamp": now_iso(), **data}
+        self.events.append((self.seq, event_type, _json.dumps(event)))
         if event_type in TERMINAL_TYPES:
             # The run record is final before anyone can read the terminal event, so a
             # client that saw run_completed and then GETs the run never sees "running".
-            self.engine.store.finish_run(self.run_id, data["status"], event["timestamp"],
-                                         data.get("error"))
-        text = _json.dumps(event)
-        self.engine.store.put_event(self.run_id, self.seq, event_type, text)
-        if self.engine.publisher is not None:
-            self.engine.publisher.publish(self.run_id, self.seq, text)
+            self.flush(RunEnd(data["status"], event["timestamp"], data.get("error")))
+        elif self._waits(event_type, data) or len(self.events) >= FLUSH_EVENTS:
+            self.flush()
+
+    def _waits(self, event_type: str, data: dict[str, Any]) -> bool:
+        """Whether a reader would wait for this event if it were held back."""
+        if event_type == "step_progress":
+            return True
+        if event_type != "step_started":
+            return False
+        return self.blocking is None or data["step_id"] in self.blocking
 
     def step_done(self, result: StepResult, steps_completed: int) -> None:
         history = self.executions.setdefault(result.step_id, [])
@@ -74,7 +111,46 @@ class _StoredRecorder:
         if len(history) > 1:
             # A step that ran in a loop keeps every execution, not just the last.
             stored["executions"] = history
-        self.engine.store.put_step(self.run_id, stored, steps_completed)
+        self.results[result.step_id] = stored
+        self.steps_completed = steps_completed
+
+    def flush(self, finish: RunEnd | None = None) -> None:
+        """Write what was gathered: step results and ``finish``, then events, then Redis.
+
+        What is taken is forgotten before it is written: after a failed write, a
+        later flush (the ``run_failed`` of an abort) does not try it again.
+        """
+        events, results = self.events, list(self.results.values())
+        self.events, self.results = [], {}
+        stored = self.engine.store.put_steps(self.run_id, results, self.steps_completed, finish)
+        self._remember(stored, finish)
+        if events:
+            self.engine.store.put_events(self.run_id, events)
+        if events and self.engine.publisher is not None:
+            self.engine.publisher.publish_many(
+                self.run_id, [(seq, text) for seq, _type, text in events])
+
+    def _remember(self, stored: list[dict[str, Any]], finish: RunEnd | None) -> None:
+        """Keep ``record`` as the table now has it."""
+        if self.record is None:
+            return
+        self.record.setdefault("steps", {}).update({step["step_id"]: step for step in stored})
+        if stored:
+            self.record["steps_completed"] = self.steps_completed
+        if finish is not None:
+            self.record.update(status=finish.status, completed_at=finish.completed_at)
+            if finish.error:
+                self.record["error_message"] = finish.error
+
+
+@functools.lru_cache(maxsize=PARSED_WORKFLOWS)
+def _parsed(yaml_content: str) -> Workflow:
+    """``parse_workflow``, once per distinct definition in this process.
+
+    A run snapshots its workflow's YAML, and every run of a workflow parses the same
+    text; a checked ``Workflow`` is never changed by a run, so one can serve them all.
+    """
+    return parse_workflow(yaml_content)
 
 
 def redact(headers: dict[str, str]) -> dict[str, str]:
@@ -179,7 +255,7 @@ class Engine:
                 f"the run's input is {size} bytes of JSON; the limit is {MAX_INPUT_BYTES}"
             )
         record = self.store.get_workflow(workflow_id)
-        workflow = parse_workflow(record["yaml_content"])
+        workflow = _parsed(record["yaml_content"])
         run = {
             "run_id": str(uuid.uuid4()),
             "workflow_id": workflow_id,
@@ -222,9 +298,10 @@ class Engine:
         if run is None:
             logger.info("run already taken", extra={"run_id": run_id})
             return None
-        recorder = _StoredRecorder(self, run_id)
+        recorder = _StoredRecorder(self, run_id, {"steps": {}, **run})
         try:
-            workflow: Workflow = parse_workflow(run["yaml_content"])
+            workflow: Workflow = _parsed(run["yaml_content"])
+            recorder.blocking = frozenset(step.id for step in workflow.steps if may_block(step))
             trigger = {"body": run["trigger_data"], "headers": run.get("trigger_headers", {})}
             run_workflow(workflow, run_id, trigger, recorder)
         except Exception as exc:
@@ -232,7 +309,10 @@ class Engine:
             # parses), the run must not stay "running" with nobody working on it.
             logger.exception("run aborted", extra={"run_id": run_id})
             self._abort(recorder, f"the run could not go on: {type(exc).__name__}: {exc}")
-        return self.store.get_run(run_id)
+            return self.store.get_run(run_id)
+        # The recorder kept the record as it wrote it: no read after the run.
+        assert recorder.record is not None
+        return recorder.record
 
     def _abort(self, recorder: _StoredRecorder, error: str) -> None:
         """Best effort: mark the run failed and end its stream with ``run_failed``."""

@@ -14,6 +14,7 @@ User data is stored as JSON text (see ``_json``), never as DynamoDB numbers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -24,6 +25,8 @@ from stepstream.errors import ConflictError, NotFoundError, StorageError
 
 # Stored step results past this many bytes of JSON keep a summary of their output.
 STEP_OUTPUT_LIMIT = 32_768
+# DynamoDB's limit on the actions of one TransactWriteItems.
+MAX_TRANSACTION_ITEMS = 100
 # Run attributes that are JSON text in DynamoDB and data in the API.
 _JSON_ATTRIBUTES = ("trigger_data", "trigger_headers", "step_order")
 
@@ -58,6 +61,48 @@ def _run_record(item: dict[str, Any]) -> dict[str, Any]:
         if key in record:
             record[key] = _json.loads(record[key])
     return record
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """How a run ended, as its record keeps it."""
+
+    status: str
+    completed_at: str
+    error: str | None = None
+
+
+def _bounded(step: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """A step result fit to store, and its JSON: past the limit, its output is summarised."""
+    text = _json.dumps(step)
+    if len(text) > STEP_OUTPUT_LIMIT:
+        step = {**step, "output_data": _json.summary(step.get("output_data"),
+                                                     STEP_OUTPUT_LIMIT // 2)}
+        step.pop("executions", None)
+        text = _json.dumps(step)
+    return step, text
+
+
+class _Update:
+    """An UpdateItem's ``SET`` clauses, names and values, gathered one by one."""
+
+    def __init__(self) -> None:
+        self.assignments: list[str] = []
+        self.names: dict[str, str] = {}
+        self.values: dict[str, Any] = {}
+
+    def set(self, path: str, placeholder: str, value: Any,
+            names: dict[str, str] | None = None) -> None:
+        self.assignments.append(f"{path} = {placeholder}")
+        self.values[placeholder] = value
+        self.names.update(names or {})
+
+    def parameters(self) -> dict[str, Any]:
+        parameters = {"UpdateExpression": "SET " + ", ".join(self.assignments),
+                      "ExpressionAttributeValues": self.values}
+        if self.names:
+            parameters["ExpressionAttributeNames"] = self.names
+        return parameters
 
 
 def _storage_error(action: str, exc: ClientError) -> StorageError:
@@ -216,39 +261,44 @@ class Store:
         return _run_record(answer["Attributes"])
 
     def put_step(self, run_id: str, step: dict[str, Any], steps_completed: int) -> None:
-        """Record one step's result and the run's count of decided steps.
+        """Record one step's result and the run's count of decided steps."""
+        self.put_steps(run_id, [step], steps_completed)
 
-        A run's steps share one item (DynamoDB's limit: 400 KB), so an output larger
-        than ``STEP_OUTPUT_LIMIT`` bytes of JSON is stored as a marked, bounded summary.
+    def put_steps(
+        self,
+        run_id: str,
+        steps: list[dict[str, Any]],
+        steps_completed: int,
+        finish: RunEnd | None = None,
+    ) -> list[dict[str, Any]]:
+        """Record step results (one per step id) and, with ``finish``, the run's end.
+
+        One write for all of them. A run's steps share one item (DynamoDB's limit:
+        400 KB), so an output larger than ``STEP_OUTPUT_LIMIT`` bytes of JSON is stored
+        as a marked, bounded summary.
+
+        Returns:
+            The results as stored (bounded).
         """
-        text = _json.dumps(step)
-        if len(text) > STEP_OUTPUT_LIMIT:
-            step = {**step, "output_data": _json.summary(step.get("output_data"),
-                                                         STEP_OUTPUT_LIMIT // 2)}
-            step.pop("executions", None)
-            text = _json.dumps(step)
-        self.client.update_item(
-            TableName=self.runs_table,
-            Key={"run_id": _s(run_id)},
-            UpdateExpression="SET steps.#step = :step, steps_completed = :done",
-            ExpressionAttributeNames={"#step": step["step_id"]},
-            ExpressionAttributeValues={":step": _s(text), ":done": _n(steps_completed)},
-        )
+        stored = [_bounded(step) for step in steps]
+        update = _Update()
+        for n, (step, text) in enumerate(stored):
+            update.set(f"steps.#s{n}", f":s{n}", _s(text), {f"#s{n}": step["step_id"]})
+        if steps:
+            update.set("steps_completed", ":done", _n(steps_completed))
+        if finish is not None:
+            update.set("#status", ":status", _s(finish.status), {"#status": "status"})
+            update.set("completed_at", ":at", _s(finish.completed_at))
+            if finish.error:
+                update.set("error_message", ":error", _s(finish.error))
+        if update.assignments:
+            self.client.update_item(TableName=self.runs_table, Key={"run_id": _s(run_id)},
+                                    **update.parameters())
+        return [step for step, _text in stored]
 
     def finish_run(self, run_id: str, status: str, completed_at: str, error: str | None) -> None:
         """Record a run's terminal status."""
-        values = {":status": _s(status), ":at": _s(completed_at)}
-        expression = "SET #status = :status, completed_at = :at"
-        if error:
-            expression += ", error_message = :error"
-            values[":error"] = _s(error)
-        self.client.update_item(
-            TableName=self.runs_table,
-            Key={"run_id": _s(run_id)},
-            UpdateExpression=expression,
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues=values,
-        )
+        self.put_steps(run_id, [], 0, RunEnd(status, completed_at, error))
 
     def list_runs(
         self, workflow_id: str | None, status: str | None, page: int, page_size: int
@@ -288,6 +338,28 @@ class Store:
             )
         except ClientError as exc:
             raise _storage_error(f"event {seq} of run {run_id}", exc) from exc
+
+    def put_events(self, run_id: str, events: list[tuple[int, str, str]]) -> None:
+        """Append ``(seq, type, data)`` events in one write (a transaction past one event).
+
+        Each is conditional, as in ``put_event``: if any ``seq`` is already taken,
+        none of them is written.
+        """
+        if len(events) == 1:
+            self.put_event(run_id, *events[0])
+            return
+        for start in range(0, len(events), MAX_TRANSACTION_ITEMS):
+            chunk = events[start : start + MAX_TRANSACTION_ITEMS]
+            puts = [{"Put": {"TableName": self.events_table,
+                             "Item": {"run_id": _s(run_id), "seq": _n(seq),
+                                      "type": _s(event_type), "data": _s(data)},
+                             "ConditionExpression": "attribute_not_exists(seq)"}}
+                    for seq, event_type, data in chunk]
+            try:
+                self.client.transact_write_items(TransactItems=puts)
+            except ClientError as exc:
+                first, last = chunk[0][0], chunk[-1][0]
+                raise _storage_error(f"events {first}-{last} of run {run_id}", exc) from exc
 
     def events_after(self, run_id: str, after: int, limit: int = 500) -> list[dict[str, Any]]:
         """Up to ``limit`` events of ``run_id`` with ``seq > after``, in order."""
