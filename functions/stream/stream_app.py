@@ -153,6 +153,20 @@ def _refusal(request: Request, run_id: str) -> JSONResponse | None:
     return None
 
 
+async def _has_the_end(run_id: str, position: int) -> bool:
+    """Whether a client at ``position`` of a finished run already has its terminal event.
+
+    A run's record is final just before its last events are stored (they are written
+    in a batch after it), so "nothing stored after the client's position" may mean the
+    client is early, not done: what counts is the event at the position itself. A
+    client that claims a seq that is not stored (past the end) has everything too.
+    """
+    if position < 1:
+        return False
+    found = await asyncio.to_thread(store().events_after, run_id, position - 1, 1)
+    return not found or (found[0]["seq"] == position and found[0]["type"] in TERMINAL_TYPES)
+
+
 async def stream(request: Request) -> Response:
     """``GET /api/v1/runs/{run_id}/stream``: the run's events, replayed then live."""
     run_id = request.path_params["run_id"]
@@ -164,9 +178,7 @@ async def stream(request: Request) -> Response:
     except NotFoundError as exc:
         return JSONResponse({"detail": str(exc)}, status_code=404)
     position = _position(request)
-    if run.get("status") in FINISHED and not await asyncio.to_thread(
-        store().events_after, run_id, position, 1
-    ):
+    if run.get("status") in FINISHED and await _has_the_end(run_id, position):
         # The client has everything, terminal event included: 204 tells EventSource
         # to stop reconnecting.
         return Response(status_code=204)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -12,9 +14,9 @@ import httpx
 import pytest
 
 from stepstream import Settings, StorageError
-from stepstream.store import RunEnd, Store
+from stepstream.store import RunEnd, SeqGuard, Store
 from stepstream_local.stack import LocalStack
-from tests.integration.conftest import health_pipeline, sse_events
+from tests.integration.conftest import health_pipeline, sse_events, stream_url
 
 
 @pytest.fixture
@@ -40,16 +42,29 @@ def test_put_events_writes_a_batch_in_order(store: Store) -> None:
     assert [event["seq"] for event in store.events_after(run_id, 0)] == [1, 2, 3, 4, 5]
 
 
-def test_put_events_with_a_taken_seq_writes_none_of_the_batch(store: Store) -> None:
-    """If one seq of a batch is taken, the write is refused and nothing of it is stored."""
+def test_put_event_with_a_taken_seq_is_refused(store: Store) -> None:
+    """A single event whose seq is taken is refused and the stored one stays."""
     run_id = _new_run(store)
     store.put_events(run_id, [(1, "run_started", '{"seq":1}')])
 
     with pytest.raises(StorageError):
-        store.put_events(run_id, [(2, "step_started", '{"seq":2}'),
-                                  (1, "run_started", '{"seq":1,"again":true}')])
+        store.put_events(run_id, [(1, "run_started", '{"seq":1,"again":true}')])
 
     assert store.events_after(run_id, 0) == [{"seq": 1}]
+
+
+def test_guard_refuses_a_second_writer_before_its_events(store: Store) -> None:
+    """A writer whose view of the run's last seq is stale is refused at the record."""
+    run_id = _new_run(store)
+    store.put_steps(run_id, [], 0, guard=SeqGuard(0, 4))
+    store.put_steps(run_id, [], 0, guard=SeqGuard(4, 9))
+
+    with pytest.raises(StorageError):
+        store.put_steps(run_id, [], 0, guard=SeqGuard(0, 3))
+    with pytest.raises(StorageError):
+        store.put_steps(run_id, [], 0, guard=SeqGuard(4, 7))
+
+    assert store.get_run(run_id)["last_seq"] == 9
 
 
 def test_put_steps_records_results_and_the_end_in_one_write(store: Store) -> None:
@@ -99,4 +114,53 @@ def test_queued_run_writes_its_events_and_results_in_few_writes(
 
     assert events[-1]["type"] == "run_completed" and len(events) == 13
     assert api.get(f"/api/v1/runs/{run_id}").json()["steps_completed"] == 6
-    assert executor_writes == Counter(UpdateItem=3, TransactWriteItems=2)
+    assert executor_writes == Counter(UpdateItem=3, BatchWriteItem=2)
+
+
+def test_runs_queued_together_each_store_every_event_once(api: httpx.Client, store: Store) -> None:
+    """Ten runs queued at once all complete, each with seqs 1..13 and nothing more."""
+    workflow_id = health_pipeline(api, "together")
+    run_ids = [api.post(f"/api/v1/runs/{workflow_id}/execute-async", json={"data": {}}).json()["id"]
+               for _ in range(10)]
+
+    for run_id in run_ids:
+        assert sse_events(api, run_id)[-1]["type"] == "run_completed"
+        assert [event["seq"] for event in store.events_after(run_id, 0)] == list(range(1, 14))
+
+
+def _event(run_id: str, seq: int, kind: str) -> tuple[int, str, str]:
+    event = {"type": kind, "run_id": run_id, "seq": seq, "timestamp": "2026-01-01T00:00:00+00:00",
+             "steps_completed": 0, "total_steps": 2, "progress": 0}
+    return seq, kind, json.dumps(event)
+
+
+@pytest.mark.parametrize("position", [0, 1])
+def test_finished_run_streams_a_last_batch_stored_after_its_record(
+    api: httpx.Client, store: Store, position: int
+) -> None:
+    """A client early for a finished run's last batch gets it, not a 204."""
+    run_id = _new_run(store)
+    store.put_events(run_id, [_event(run_id, 1, "run_started")])
+    store.finish_run(run_id, "completed", "2026-01-01T00:00:01+00:00", None)
+    rest = [_event(run_id, 2, "step_started"), _event(run_id, 3, "run_completed")]
+    later = threading.Timer(0.3, store.put_events, (run_id, rest))
+    later.start()
+    try:
+        headers = {"Last-Event-ID": str(position)} if position else {}
+        events = sse_events(api, run_id, headers=headers)
+    finally:
+        later.join()
+
+    assert [event["seq"] for event in events] == list(range(position + 1, 4))
+
+
+def test_finished_run_past_its_end_is_204(api: httpx.Client, store: Store) -> None:
+    """A client that has the terminal event, or claims a seq past it, is told to stop."""
+    run_id = _new_run(store)
+    store.put_events(run_id, [_event(run_id, 1, "run_started"), _event(run_id, 2, "run_failed")])
+    store.finish_run(run_id, "failed", "2026-01-01T00:00:01+00:00", "boom")
+    url = stream_url(api, run_id)
+
+    assert api.get(url, headers={"Last-Event-ID": "2"}).status_code == 204
+    assert api.get(url, headers={"Last-Event-ID": "7"}).status_code == 204
+    assert api.get(url, headers={"Last-Event-ID": "1"}).status_code == 200

@@ -14,22 +14,24 @@ from stepstream.errors import StorageError
 from stepstream.nodes import may_block
 from stepstream.runner import run_workflow
 from stepstream.service import FLUSH_EVENTS, _StoredRecorder
-from stepstream.store import RunEnd
+from stepstream.store import RunEnd, SeqGuard
 from tests.support.servers import MockHttpServer, RecordedRequest, Reply, json_reply
 
 
 @dataclass
 class FakeStore:
-    """Keeps every write in order: ("steps", ids, count, end) and ("events", seqs, types)."""
+    """Keeps every write in order: ("steps", ids, count, end, guard), ("events", seqs, types)."""
 
     writes: list[tuple[Any, ...]] = field(default_factory=list)
     refuse_events: int = 0
 
     def put_steps(self, run_id: str, steps: list[dict[str, Any]], steps_completed: int,
-                  finish: RunEnd | None = None) -> list[dict[str, Any]]:
+                  finish: RunEnd | None = None,
+                  guard: SeqGuard | None = None) -> list[dict[str, Any]]:
         """Keep the write; return the results as stored."""
-        if steps or finish:
-            self.writes.append(("steps", [s["step_id"] for s in steps], steps_completed, finish))
+        if steps or finish or guard:
+            self.writes.append(("steps", [s["step_id"] for s in steps], steps_completed, finish,
+                                guard))
         return steps
 
     def put_events(self, run_id: str, events: list[tuple[int, str, str]]) -> None:
@@ -144,6 +146,28 @@ def test_step_results_are_stored_before_their_events(mock_http: MockHttpServer) 
     assert last[1] == ["fetch_health", "route_on_status", "notify_degraded", "notify_healthy",
                        "finalize_run"]
     assert last[2] == 6 and last[3].status == "completed" and last[3].error is None
+
+
+def test_each_batch_claims_its_seqs_from_where_the_last_one_ended(
+    mock_http: MockHttpServer,
+) -> None:
+    """The record's guard moves 0 -> 4 with the first batch, then 4 -> 13 with the last."""
+    mock_http.route("GET", "/health", json={"status": "ok"})
+    engine = FakeEngine()
+    run(workflow(HEALTH.format(url=mock_http.url("/health"))), engine)
+
+    guards = [write[4] for write in engine.store.writes if write[0] == "steps"]
+    assert guards == [SeqGuard(0, 4), SeqGuard(4, 13)]
+
+
+def test_a_single_event_needs_no_guard() -> None:
+    """One event is written under its own condition; the record's guard stays put."""
+    engine = FakeEngine()
+    recorder = _StoredRecorder(engine, "run-1")
+    recorder.emit("step_progress", {"step_id": "ask", "text": "Hel"})
+
+    assert [write[0] for write in engine.store.writes] == ["events"]
+    assert recorder.guarded == 0
 
 
 def test_record_kept_as_written(mock_http: MockHttpServer) -> None:

@@ -21,7 +21,7 @@ from stepstream.errors import InputTooLargeError, StorageError
 from stepstream.events import TERMINAL_TYPES, RedisPublisher
 from stepstream.nodes import may_block
 from stepstream.runner import StepResult, now_iso, run_workflow
-from stepstream.store import RunEnd, Store
+from stepstream.store import RunEnd, SeqGuard, Store
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,9 @@ class _StoredRecorder:
 
     An event waits in the recorder until the run reaches a point where a reader
     could otherwise be kept waiting, and is then written with every event and step
-    result gathered before it, in one write each (DynamoDB, then Redis):
+    result gathered before it: the results (and the guard of the batch's seqs) in one
+    update of the run's record, the events in one batch write, then one Redis round
+    trip. The points:
 
     - a ``step_started`` of a step that may block (an http or llm call, a webhook),
       before the step runs;
@@ -82,6 +84,8 @@ class _StoredRecorder:
         self.events: list[tuple[int, str, str]] = []
         self.results: dict[str, dict[str, Any]] = {}
         self.steps_completed = 0
+        # The run record's last_seq as this recorder last set it (see ``SeqGuard``).
+        self.guarded = 0
 
     def emit(self, event_type: str, data: dict[str, Any]) -> None:
         self.seq += 1
@@ -122,7 +126,11 @@ class _StoredRecorder:
         """
         events, results = self.events, list(self.results.values())
         self.events, self.results = [], {}
-        stored = self.engine.store.put_steps(self.run_id, results, self.steps_completed, finish)
+        # A batch is written without a condition per event: the record guards its seqs.
+        guard = SeqGuard(self.guarded, events[-1][0]) if len(events) > 1 else None
+        stored = self.engine.store.put_steps(self.run_id, results, self.steps_completed, finish,
+                                             guard)
+        self.guarded = guard.last if guard else self.guarded
         self._remember(stored, finish)
         if events:
             self.engine.store.put_events(self.run_id, events)

@@ -14,6 +14,7 @@ User data is stored as JSON text (see ``_json``), never as DynamoDB numbers.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +26,11 @@ from stepstream.errors import ConflictError, NotFoundError, StorageError
 
 # Stored step results past this many bytes of JSON keep a summary of their output.
 STEP_OUTPUT_LIMIT = 32_768
-# DynamoDB's limit on the actions of one TransactWriteItems.
-MAX_TRANSACTION_ITEMS = 100
+# DynamoDB's limit on the items of one BatchWriteItem, and how often (with a doubling
+# pause from BATCH_BACKOFF_SECONDS) unprocessed items of a batch are sent again.
+MAX_BATCH_ITEMS = 25
+BATCH_ATTEMPTS = 5
+BATCH_BACKOFF_SECONDS = 0.05
 # Run attributes that are JSON text in DynamoDB and data in the API.
 _JSON_ATTRIBUTES = ("trigger_data", "trigger_headers", "step_order")
 
@@ -72,6 +76,25 @@ class RunEnd:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class SeqGuard:
+    """Who writes a run's events: the writer whose view of ``last_seq`` is current.
+
+    A batch of events is written without a condition per event (BatchWriteItem has
+    none), so the run's record guards it: the writer moves the record's ``last_seq``
+    from ``previous`` to ``last`` on the condition that it still is ``previous``.
+    A second writer of the same run, whose view is stale, is refused there, before
+    any of its events is written.
+
+    Attributes:
+        previous: The ``last_seq`` this writer last set (0: none yet).
+        last: The highest seq of the batch about to be written.
+    """
+
+    previous: int
+    last: int
+
+
 def _bounded(step: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """A step result fit to store, and its JSON: past the limit, its output is summarised."""
     text = _json.dumps(step)
@@ -90,6 +113,7 @@ class _Update:
         self.assignments: list[str] = []
         self.names: dict[str, str] = {}
         self.values: dict[str, Any] = {}
+        self.condition = ""
 
     def set(self, path: str, placeholder: str, value: Any,
             names: dict[str, str] | None = None) -> None:
@@ -102,6 +126,8 @@ class _Update:
                       "ExpressionAttributeValues": self.values}
         if self.names:
             parameters["ExpressionAttributeNames"] = self.names
+        if self.condition:
+            parameters["ConditionExpression"] = self.condition
         return parameters
 
 
@@ -270,15 +296,26 @@ class Store:
         steps: list[dict[str, Any]],
         steps_completed: int,
         finish: RunEnd | None = None,
+        guard: SeqGuard | None = None,
     ) -> list[dict[str, Any]]:
-        """Record step results (one per step id) and, with ``finish``, the run's end.
+        """Record step results (one per step id), the run's end, and a batch's guard.
 
         One write for all of them. A run's steps share one item (DynamoDB's limit:
         400 KB), so an output larger than ``STEP_OUTPUT_LIMIT`` bytes of JSON is stored
         as a marked, bounded summary.
 
+        Args:
+            run_id: The run.
+            steps: Step results, at most one per step id.
+            steps_completed: The run's count of decided steps (stored with results).
+            finish: The run's end, if it ended.
+            guard: Claims the next batch of events for this writer (see ``SeqGuard``).
+
         Returns:
             The results as stored (bounded).
+
+        Raises:
+            StorageError: DynamoDB refused, or ``guard`` found another writer's seq.
         """
         stored = [_bounded(step) for step in steps]
         update = _Update()
@@ -291,9 +328,18 @@ class Store:
             update.set("completed_at", ":at", _s(finish.completed_at))
             if finish.error:
                 update.set("error_message", ":error", _s(finish.error))
+        if guard is not None:
+            update.set("last_seq", ":last", _n(guard.last))
+            update.condition = ("last_seq = :previous" if guard.previous
+                                else "attribute_not_exists(last_seq)")
+            if guard.previous:
+                update.values[":previous"] = _n(guard.previous)
         if update.assignments:
-            self.client.update_item(TableName=self.runs_table, Key={"run_id": _s(run_id)},
-                                    **update.parameters())
+            try:
+                self.client.update_item(TableName=self.runs_table,
+                                        Key={"run_id": _s(run_id)}, **update.parameters())
+            except ClientError as exc:
+                raise _storage_error(f"the progress of run {run_id}", exc) from exc
         return [step for step, _text in stored]
 
     def finish_run(self, run_id: str, status: str, completed_at: str, error: str | None) -> None:
@@ -340,26 +386,35 @@ class Store:
             raise _storage_error(f"event {seq} of run {run_id}", exc) from exc
 
     def put_events(self, run_id: str, events: list[tuple[int, str, str]]) -> None:
-        """Append ``(seq, type, data)`` events in one write (a transaction past one event).
+        """Append ``(seq, type, data)`` events: one conditional put, or batches of 25.
 
-        Each is conditional, as in ``put_event``: if any ``seq`` is already taken,
-        none of them is written.
+        One event is written as ``put_event`` writes it. Several go in BatchWriteItem
+        requests, which take no condition: the caller guards their seqs first (see
+        ``SeqGuard``). Items DynamoDB leaves unprocessed are sent again, with backoff.
         """
         if len(events) == 1:
             self.put_event(run_id, *events[0])
             return
-        for start in range(0, len(events), MAX_TRANSACTION_ITEMS):
-            chunk = events[start : start + MAX_TRANSACTION_ITEMS]
-            puts = [{"Put": {"TableName": self.events_table,
-                             "Item": {"run_id": _s(run_id), "seq": _n(seq),
-                                      "type": _s(event_type), "data": _s(data)},
-                             "ConditionExpression": "attribute_not_exists(seq)"}}
-                    for seq, event_type, data in chunk]
+        for start in range(0, len(events), MAX_BATCH_ITEMS):
+            chunk = events[start : start + MAX_BATCH_ITEMS]
+            requests = [{"PutRequest": {"Item": {"run_id": _s(run_id), "seq": _n(seq),
+                                                 "type": _s(event_type), "data": _s(data)}}}
+                        for seq, event_type, data in chunk]
+            self._batch_write(requests, f"events {chunk[0][0]}-{chunk[-1][0]} of run {run_id}")
+
+    def _batch_write(self, requests: list[dict[str, Any]], what: str) -> None:
+        """BatchWriteItem to the events table until DynamoDB has processed every item."""
+        pending = {self.events_table: requests}
+        for attempt in range(BATCH_ATTEMPTS):
             try:
-                self.client.transact_write_items(TransactItems=puts)
+                answer = self.client.batch_write_item(RequestItems=pending)
             except ClientError as exc:
-                first, last = chunk[0][0], chunk[-1][0]
-                raise _storage_error(f"events {first}-{last} of run {run_id}", exc) from exc
+                raise _storage_error(what, exc) from exc
+            pending = answer.get("UnprocessedItems") or {}
+            if not pending:
+                return
+            time.sleep(BATCH_BACKOFF_SECONDS * 2**attempt)
+        raise StorageError(f"DynamoDB left {what} unprocessed {BATCH_ATTEMPTS} times")
 
     def events_after(self, run_id: str, after: int, limit: int = 500) -> list[dict[str, Any]]:
         """Up to ``limit`` events of ``run_id`` with ``seq > after``, in order."""
