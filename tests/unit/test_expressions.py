@@ -401,3 +401,26 @@ def test_check_syntax_says_why_a_condition_does_not_parse(
     expression: str, error: str | None
 ) -> None:
     assert check_syntax(expression) == error
+
+
+def test_evaluate_keeps_each_conditions_names_apart() -> None:
+    """One evaluator serves every condition of a thread; no value leaks from one to the next."""
+    scope = {"trigger": {"body": {"a": 1, "b": 2}}}
+    known = {"trigger"}
+
+    assert evaluate("{trigger.body.a} == 1", scope, known) is True
+    assert evaluate("{trigger.body.b} == 1", scope, known) is False
+    with pytest.raises(ExpressionError):
+        evaluate("_ref1 == 1", scope, known)
+
+
+def test_evaluate_in_threads_at_once() -> None:
+    """Conditions evaluated in several threads at once each see their own values."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def check(n: int) -> bool:
+        scope = {"trigger": {"body": {"n": n}}}
+        return all(evaluate(f"{{trigger.body.n}} == {n}", scope, {"trigger"}) for _ in range(200))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert all(pool.map(check, range(8)))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import operator
+import threading
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -33,6 +34,8 @@ from stepstream.errors import ExpressionError
 from stepstream.templates import REFERENCE, _reference, resolve
 
 _LITERALS = {"true": True, "false": False, "null": None}
+# One evaluator per thread (the local stack runs several executors in one process).
+_PER_THREAD = threading.local()
 
 
 def _kind(value: Any) -> str:
@@ -148,6 +151,19 @@ class _Evaluator(EvalWithCompoundTypes):
         return not want
 
 
+def _evaluator() -> _Evaluator:
+    """This thread's evaluator, built on first use.
+
+    Building one (simpleeval sets up its node table under a warnings filter) costs
+    more than most evaluations. ``evaluate`` gives it each condition's names; nothing
+    else in it changes from one condition to the next.
+    """
+    evaluator = getattr(_PER_THREAD, "evaluator", None)
+    if evaluator is None:
+        evaluator = _PER_THREAD.evaluator = _Evaluator(operators=_OPERATORS, functions={})
+    return evaluator
+
+
 def compile_source(expression: str) -> tuple[str, list[Any]]:
     """``expression`` with each reference replaced by a variable name, and the references."""
     refs: list[Any] = []
@@ -182,7 +198,8 @@ def evaluate(expression: str | bool, scope: Mapping[str, Any], known: Collection
     names = dict(_LITERALS)
     for index, ref in enumerate(refs):
         names[f"_ref{index}"] = resolve(ref, scope, known, "condition")
-    evaluator = _Evaluator(operators=_OPERATORS, functions={}, names=names)
+    evaluator = _evaluator()
+    evaluator.names = names
     try:
         return truth(evaluator.eval(source.strip()))
     except ExpressionError as exc:
