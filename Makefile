@@ -52,6 +52,20 @@ test: $(STAMP) $(SAM_STAMP) $(CHROMIUM)
 	$(BIN)/python tests/redis_url.py > $(VENV)/redis_url
 	REDIS_URL="$$(cat $(VENV)/redis_url)" $(BIN)/python -m pytest -n 2 --dist loadfile
 
+## bench: every figure of the benchmark suite, with the targets (JSON in bench/results/)
+# Uses $REDIS_URL, else the Redis on 127.0.0.1:6379, else an embedded fakeredis. Not a test:
+# nothing fails on a figure. About three to four minutes on 2 cores.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench --json bench/results/latest.json
+
+## bench-profile: pyinstrument profiles of queued and sync runs, and of the runner
+bench-profile: $(BENCH_STAMP)
+	$(BIN)/python -m bench --profile bench/results/profile
+
+## bench-probe: ../shared/tools/latency_probe.py against a local stack (streams open)
+bench-probe: $(BENCH_STAMP)
+	$(BIN)/python -m bench.probe
+
 ## lint: ruff over the code, cfn-lint and sam validate over template.yaml
 lint: $(STAMP) $(SAM_STAMP)
 	$(BIN)/ruff check layers functions local
