@@ -179,6 +179,7 @@ def test_record_kept_as_written(mock_http: MockHttpServer) -> None:
     assert record is not None
     assert record["status"] == "completed" and record["completed_at"]
     assert record["steps_completed"] == 6 and "error_message" not in record
+    assert record["last_seq"] == 13 and recorder.guarded == 13
     assert record["steps"]["notify_degraded"]["status"] == "skipped"
     assert record["steps"]["fetch_health"]["output_data"]["status_code"] == 200
 

@@ -130,18 +130,23 @@ class _StoredRecorder:
         guard = SeqGuard(self.guarded, events[-1][0]) if len(events) > 1 else None
         stored = self.engine.store.put_steps(self.run_id, results, self.steps_completed, finish,
                                              guard)
-        self.guarded = guard.last if guard else self.guarded
-        self._remember(stored, finish)
+        self._remember(stored, finish, guard)
         if events:
             self.engine.store.put_events(self.run_id, events)
         if events and self.engine.publisher is not None:
             self.engine.publisher.publish_many(
                 self.run_id, [(seq, text) for seq, _type, text in events])
 
-    def _remember(self, stored: list[dict[str, Any]], finish: RunEnd | None) -> None:
-        """Keep ``record`` as the table now has it."""
+    def _remember(
+        self, stored: list[dict[str, Any]], finish: RunEnd | None, guard: SeqGuard | None
+    ) -> None:
+        """Keep ``guarded`` and ``record`` as the table now has them."""
+        if guard is not None:
+            self.guarded = guard.last
         if self.record is None:
             return
+        if guard is not None:
+            self.record["last_seq"] = guard.last
         self.record.setdefault("steps", {}).update({step["step_id"]: step for step in stored})
         if stored:
             self.record["steps_completed"] = self.steps_completed

@@ -6,7 +6,8 @@ Three tables, all created from ``template.yaml``:
   ``path#<trigger_path>`` guard item makes trigger paths unique, written in the
   same transaction as the workflow so neither exists without the other.
 - runs (key ``run_id``): one item per run, with each step's result in the ``steps``
-  map; GSIs ``by_workflow`` and ``by_created`` list runs newest first.
+  map and ``last_seq``, the guard of its batches of events (see ``SeqGuard``); GSIs
+  ``by_workflow`` and ``by_created`` list runs newest first.
 - events (key ``run_id`` + ``seq``): each run's events in order, ``seq`` dense from 1.
 
 User data is stored as JSON text (see ``_json``), never as DynamoDB numbers.
