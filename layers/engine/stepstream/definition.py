@@ -276,7 +276,8 @@ class _Checker:
             return False
         hint = ""
         if source.type == "llm":
-            hint = f"; an answer's JSON fields are under parsed: {{{source.id}.parsed.{segments[1]}}}"
+            parsed = f"{{{source.id}.parsed.{segments[1]}}}"
+            hint = f"; an answer's JSON fields are under parsed: {parsed}"
         article = "an" if source.type in ("llm", "http") else "a"  # as the names are said
         message = (f"{ref}: {article} {source.type} step's output has no '{segments[1]}' "
                    f"(it has: {', '.join(keys)}){hint}")
