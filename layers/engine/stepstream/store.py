@@ -287,10 +287,6 @@ class Store:
             raise _storage_error("the run claim", exc) from exc
         return _run_record(answer["Attributes"])
 
-    def put_step(self, run_id: str, step: dict[str, Any], steps_completed: int) -> None:
-        """Record one step's result and the run's count of decided steps."""
-        self.put_steps(run_id, [step], steps_completed)
-
     def put_steps(
         self,
         run_id: str,
