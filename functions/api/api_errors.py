@@ -8,6 +8,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
 from stepstream import (
     ConflictError,
+    IdempotencyKeyReusedError,
     InputTooLargeError,
     NotFoundError,
     StepstreamError,
@@ -24,6 +25,12 @@ def _json(status: int, body: dict[str, object]) -> Response:
 
 def install(app: APIGatewayHttpResolver) -> None:
     """Map the engine's errors to statuses on ``app``; anything else is a logged 500."""
+    _install_body_errors(app)
+    _install_engine_errors(app)
+
+
+def _install_body_errors(app: APIGatewayHttpResolver) -> None:
+    """Request bodies that cannot be read or are too large: 400 and 413."""
 
     @app.exception_handler(UnicodeDecodeError)
     def not_text(exc: UnicodeDecodeError) -> Response:
@@ -45,6 +52,10 @@ def install(app: APIGatewayHttpResolver) -> None:
         logger.info("request body refused", extra={"error": str(exc)})
         return _json(400, {"detail": f"the request body cannot be read: {exc}"})
 
+
+def _install_engine_errors(app: APIGatewayHttpResolver) -> None:
+    """The engine's refusals (4xx) and storage failures (503)."""
+
     @app.exception_handler(WorkflowInvalidError)
     def invalid_workflow(exc: WorkflowInvalidError) -> Response:
         logger.info("workflow rejected", extra={"problems": str(exc)})
@@ -55,6 +66,11 @@ def install(app: APIGatewayHttpResolver) -> None:
     def not_found(exc: NotFoundError) -> Response:
         logger.info("not found", extra={"kind": exc.kind, "key": exc.key})
         return _json(404, {"detail": str(exc)})
+
+    @app.exception_handler(IdempotencyKeyReusedError)
+    def key_reused(exc: IdempotencyKeyReusedError) -> Response:
+        logger.info("idempotency key reused", extra={"workflow_id": exc.workflow_id})
+        return _json(422, {"detail": str(exc)})
 
     @app.exception_handler(ConflictError)
     def conflict(exc: ConflictError) -> Response:

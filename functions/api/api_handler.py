@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import cache
 from typing import Annotated, Any
 
@@ -15,8 +16,19 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field
 
 from stepstream import Engine, Settings, run_view, workflow_view
+from stepstream.request_keys import start_once
 
 logger = Logger(service="stepstream-api")
+# The request header that makes starting a run idempotent (see stepstream.request_keys).
+IDEMPOTENCY_KEY = "idempotency-key"
+# How the routes that start runs describe it in /openapi.json (docstrings do not go there).
+IDEMPOTENCY_DESCRIPTION = (
+    "Optional `Idempotency-Key` header (1 to 255 characters, else 400): a repeat of the "
+    "request with the same key for the same workflow within 24 hours starts no run and "
+    "returns the first request's run as it is now, with the same status and "
+    "`Idempotent-Replayed: true`; the same key with a different input is a 422; a repeat "
+    "while the first request is still creating its run may get a 409 (retry)."
+)
 app = APIGatewayHttpResolver(enable_validation=True)
 app.enable_swagger(path="/docs", title="Stepstream API", version="0.1.0")
 api_errors.install(app)
@@ -44,8 +56,27 @@ def _run(record: dict[str, Any], detail: bool = False) -> dict[str, Any]:
     return run_view(record, detail, engine().stream_url(record["run_id"]))
 
 
-def _created(body: dict[str, Any], status: int = 201) -> Response[dict[str, Any]]:
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+def _json(
+    body: dict[str, Any], status: int, headers: dict[str, str] | None = None
+) -> Response[dict[str, Any]]:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body,
+                    headers=headers)
+
+
+def _start(
+    workflow_id: str, data: Any, start: Callable[[str | None], dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The run ``start`` creates, or, for a repeated ``Idempotency-Key``, the earlier one.
+
+    Returns the run's record and the response headers that say which it is.
+    """
+    headers = app.current_event.headers or {}
+    key = next((value for name, value in headers.items() if name.lower() == IDEMPOTENCY_KEY),
+               None)
+    if key is None:
+        return start(None), {}
+    run, replayed = start_once(engine().store, workflow_id, key, data, start)
+    return run, {"Idempotent-Replayed": "true"} if replayed else {}
 
 
 @app.get("/health")
@@ -64,7 +95,7 @@ def openapi() -> Response[str]:
 @app.post("/api/v1/workflows")
 def create_workflow(body: WorkflowCreate) -> Response[dict[str, Any]]:
     """Register a workflow from its YAML text."""
-    return _created(workflow_view(engine().register_workflow(body.yaml_content)))
+    return _json(workflow_view(engine().register_workflow(body.yaml_content)), status=201)
 
 
 @app.get("/api/v1/workflows")
@@ -87,9 +118,13 @@ def delete_workflow(workflow_id: str) -> Response[None]:
 
 
 # Before the execute routes: /runs/trigger/execute is a webhook, not workflow 'trigger'.
-@app.post("/api/v1/runs/trigger/<path>")
-def trigger(path: str) -> dict[str, Any]:
-    """Run the workflow whose webhook path is ``/triggers/<path>`` with the request body."""
+@app.post("/api/v1/runs/trigger/<path>", description=IDEMPOTENCY_DESCRIPTION)
+def trigger(path: str) -> Response[dict[str, Any]]:
+    """Run the workflow whose webhook path is ``/triggers/<path>`` with the request body.
+
+    With an ``Idempotency-Key`` header, a repeat of the request within 24 hours runs
+    nothing and returns the first request's run (``IDEMPOTENCY_DESCRIPTION``).
+    """
     raw = app.current_event.decoded_body or ""
     try:
         data = json.loads(raw) if raw.strip() else {}
@@ -97,22 +132,35 @@ def trigger(path: str) -> dict[str, Any]:
         raise BadRequestError(f"the request body is not JSON: {exc}") from exc
     workflow_id = engine().store.workflow_id_for_path(f"/triggers/{path}")
     headers = dict(app.current_event.headers or {})
-    run = _run(engine().run_inline(workflow_id, data, headers))
-    return {**run, "workflow_id": workflow_id}
+
+    def start(run_id: str | None) -> dict[str, Any]:
+        return engine().run_inline(workflow_id, data, headers, run_id=run_id)
+
+    run, replay = _start(workflow_id, data, start)
+    return _json({**_run(run), "workflow_id": workflow_id}, status=200, headers=replay)
 
 
 @app.post("/api/v1/runs/<workflow_id>/execute")
 def execute(workflow_id: str, body: RunInput) -> Response[dict[str, Any]]:
     """Run a workflow in this request and return the finished run."""
-    return _created(_run(engine().run_inline(workflow_id, body.data, None)))
+    return _json(_run(engine().run_inline(workflow_id, body.data, None)), status=201)
 
 
-@app.post("/api/v1/runs/<workflow_id>/execute-async")
+@app.post("/api/v1/runs/<workflow_id>/execute-async", description=IDEMPOTENCY_DESCRIPTION)
 def execute_async(workflow_id: str, body: RunInput) -> Response[dict[str, Any]]:
-    """Queue a run for the executor and return it at once, ``queued``."""
-    run = engine().create_run(workflow_id, body.data, None, "queued")
-    engine().enqueue_run(run["run_id"])
-    return _created(_run(run), status=202)
+    """Queue a run for the executor and return it at once, ``queued``.
+
+    With an ``Idempotency-Key`` header, a repeat of the request within 24 hours queues
+    nothing and returns the first request's run (``IDEMPOTENCY_DESCRIPTION``).
+    """
+
+    def start(run_id: str | None) -> dict[str, Any]:
+        run = engine().create_run(workflow_id, body.data, None, "queued", run_id=run_id)
+        engine().enqueue_run(run["run_id"])
+        return run
+
+    run, replay = _start(workflow_id, body.data, start)
+    return _json(_run(run), status=202, headers=replay)
 
 
 @app.get("/api/v1/runs/<run_id>")

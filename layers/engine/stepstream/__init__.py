@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "ConflictError": "stepstream.errors",
     "Engine": "stepstream.service",
+    "IdempotencyKeyReusedError": "stepstream.errors",
     "InputTooLargeError": "stepstream.errors",
     "NotFoundError": "stepstream.errors",
     "Problem": "stepstream.errors",
@@ -35,6 +36,7 @@ _EXPORTS = {
 __all__ = [
     "ConflictError",
     "Engine",
+    "IdempotencyKeyReusedError",
     "InputTooLargeError",
     "NotFoundError",
     "Problem",
@@ -71,6 +73,7 @@ if TYPE_CHECKING:
     from stepstream.definition import Step, Workflow, parse_workflow
     from stepstream.errors import (
         ConflictError,
+        IdempotencyKeyReusedError,
         InputTooLargeError,
         NotFoundError,
         Problem,

@@ -105,3 +105,20 @@ class StorageError(StepstreamError):
     """DynamoDB, SQS or Redis refused or failed a request."""
 
     retryable = True
+
+
+class IdempotencyKeyReusedError(StepstreamError):
+    """An ``Idempotency-Key`` came back with another input than the run it started.
+
+    Attributes:
+        workflow_id: The workflow the key is scoped to.
+        key: The key.
+    """
+
+    def __init__(self, workflow_id: str, key: str) -> None:
+        super().__init__(
+            "this Idempotency-Key was already used with a different request to workflow "
+            f"{workflow_id}; send a new key for a new request"
+        )
+        self.workflow_id = workflow_id
+        self.key = key
