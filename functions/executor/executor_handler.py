@@ -1,4 +1,11 @@
-"""Executor function: SQS batches of queued runs in, runs executed, failures per record."""
+"""Executor functions: run messages in, runs executed; dead letters in, runs failed.
+
+``handler`` takes batches from the run queue. A message is processed once its run is
+executed, handed on (queued again to go on later) or left to the executor that holds
+it; only an error fails it (``ReportBatchItemFailures``), and SQS delivers it again
+until ``maxReceiveCount``, then moves it to the dead-letter queue. ``dead_letter_handler``
+takes it from there and fails its run, with the reason, so no run stays ``running``.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +23,11 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from stepstream import Engine, Settings
+from stepstream.service import Budget
 
 logger = Logger(service="stepstream-executor")
 processor = BatchProcessor(event_type=EventType.SQS)
+dead_letters = BatchProcessor(event_type=EventType.SQS)
 
 
 @cache
@@ -27,18 +36,65 @@ def engine() -> Engine:
     return Engine(Settings.from_env())
 
 
-def run_record(record: SQSRecord) -> None:
-    """Execute the run one message names; an exception redelivers only this message."""
-    run_id = json.loads(record.body)["run_id"]
-    logger.append_keys(run_id=run_id)
-    finished = engine().execute_run(run_id)
-    status = finished["status"] if finished else "already taken"
-    logger.info("run processed", extra={"status": status})
+def _run_id(record: SQSRecord) -> str:
+    """The run a message names; a body that names none is a poison message (ValueError)."""
+    try:
+        run_id = json.loads(record.body)["run_id"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(_no_run(record)) from exc
+    if not isinstance(run_id, str) or not run_id:
+        raise ValueError(_no_run(record))
+    return run_id
+
+
+def _no_run(record: SQSRecord) -> str:
+    return f"message {record.message_id} names no run: {record.body[:200]!r}"
+
+
+def _keepalive(record: SQSRecord) -> Any:
+    """Extends the visibility of ``record``'s message while its run's lease is renewed."""
+    def extend(seconds: float) -> None:
+        engine().sqs.change_message_visibility(
+            QueueUrl=engine().settings.run_queue_url,
+            ReceiptHandle=record.receipt_handle,
+            VisibilityTimeout=int(seconds),
+        )
+    return extend
 
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Entry point for SQS events (``ReportBatchItemFailures``)."""
+    """Entry point for run queue events (``ReportBatchItemFailures``)."""
+    budget = Budget(lambda: context.get_remaining_time_in_millis() / 1000)
+
+    def run_record(record: SQSRecord) -> None:
+        run_id = _run_id(record)
+        logger.append_keys(run_id=run_id)
+        finished = engine().execute_run(run_id, budget=budget, keepalive=_keepalive(record))
+        status = finished["status"] if finished else "not taken"
+        logger.info("run message processed", extra={"status": status})
+
     return process_partial_response(
         event=event, record_handler=run_record, processor=processor, context=context
+    )
+
+
+@logger.inject_lambda_context(clear_state=True)
+def dead_letter_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Entry point for dead-letter queue events: fail each message's run, with why."""
+
+    def fail(record: SQSRecord) -> None:
+        try:
+            run_id = _run_id(record)
+        except ValueError:
+            logger.error("poison message dropped", extra={"body": record.body[:200]})
+            return
+        receives = record.attributes.approximate_receive_count
+        error = (f"the executor failed this run's message {receives} times; it went to "
+                 "the dead-letter queue (see the executor's logs for why)")
+        failed = engine().fail_run(run_id, error)
+        logger.warning("dead letter", extra={"run_id": run_id, "run_failed": failed})
+
+    return process_partial_response(
+        event=event, record_handler=fail, processor=dead_letters, context=context
     )

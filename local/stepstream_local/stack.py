@@ -32,7 +32,7 @@ from stepstream_local.apigw import HttpApiFront, http_api_routes
 from stepstream_local.cfn import Template
 from stepstream_local.poller import SqsPoller
 from stepstream_local.provision import provision
-from stepstream_local.runtime import import_code, load_function
+from stepstream_local.runtime import LocalFunction, import_code, load_function
 
 STREAM_PATH = re.compile(r"^/api/v1/runs/[^/]+/(?:stream|view)$")
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
@@ -165,6 +165,13 @@ class LocalStack:
             await response(scope, receive, send)
 
         return front
+
+    def queue_function(self, logical_id: str) -> LocalFunction:
+        """The function the template's ``logical_id`` names, among those fed by queues."""
+        for poller in self.pollers:
+            if poller.function.logical_id == logical_id:
+                return poller.function
+        raise KeyError(f"no queue feeds a function {logical_id!r}")
 
     def _add_poller(self, template: Template, logical_id: str) -> None:
         function = load_function(template, logical_id)

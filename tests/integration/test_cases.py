@@ -264,8 +264,10 @@ def test_c06_mistyped_field_fails_the_step_listing_the_keys_that_exist(
 
     assert run["status"] == "failed"
     tell = _steps(api, run["run_id"])["tell"]
-    assert tell["status"] == "failed" and tell["output_data"] == {}
+    assert tell["status"] == "failed"
     error = tell["error_message"]
+    assert tell["output_data"] == {"error": {"message": error, "kind": "template",
+                                             "status_code": None, "attempts": 1}}
     for part in ("message", "{fetch.body.nmae}", "'nmae'", "name, id"):
         assert part in error
 
@@ -469,7 +471,7 @@ def test_c10_partial_batch_failure_redelivers_only_the_poison_record(
         _sqs_record(poisoned, poison),
         _sqs_record(third, json.dumps({"run_id": runs[list(orders)[1]]})),
     ]}
-    (executor,) = [poller.function for poller in stack.pollers]
+    executor = stack.queue_function("ExecutorFunction")
 
     result = executor.invoke(batch)
     again = executor.invoke({"Records": [{**batch["Records"][0],
@@ -498,7 +500,7 @@ def test_c10_a_run_whose_step_fails_is_a_processed_message(
     workflow_id = _registered(api, text.replace("c10_side_effect_once", "c10_step_fails"))
     engine = Engine(Settings.from_env())
     run_id = engine.create_run(workflow_id, {"order": "F-1", "amount": 1}, None, "queued")["run_id"]
-    (executor,) = [poller.function for poller in stack.pollers]
+    executor = stack.queue_function("ExecutorFunction")
 
     result = executor.invoke({"Records": [_sqs_record("m-1", json.dumps({"run_id": run_id}))]})
 

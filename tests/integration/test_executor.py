@@ -21,7 +21,7 @@ def test_batch_reports_only_the_bad_record_and_runs_the_good_one(
     workflow_id = health_pipeline(api, "batch")
     run = Engine(Settings.from_env()).create_run(workflow_id, {}, None, "queued")
     event = json.loads(EVENT.read_text().replace("RUN_ID", run["run_id"]))
-    (executor,) = [poller.function for poller in stack.pollers]
+    executor = stack.queue_function("ExecutorFunction")
 
     result = executor.invoke(event)
 
@@ -38,7 +38,7 @@ def test_redelivered_message_does_not_run_a_finished_run_again(
     run = engine.create_run(workflow_id, {}, None, "queued")
     event = json.loads(EVENT.read_text().replace("RUN_ID", run["run_id"]))
     event["Records"] = event["Records"][:1]
-    (executor,) = [poller.function for poller in stack.pollers]
+    executor = stack.queue_function("ExecutorFunction")
 
     first = executor.invoke(event)
     events_after_first = engine.store.events_after(run["run_id"], 0)

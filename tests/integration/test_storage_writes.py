@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -13,8 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from stepstream import Settings, StorageError
-from stepstream.store import RunEnd, SeqGuard, Store
+from stepstream import Settings
+from stepstream.errors import LeaseLostError
+from stepstream.store import Progress, RunEnd, Store
 from stepstream_local.stack import LocalStack
 from tests.integration.conftest import health_pipeline, sse_events, stream_url
 
@@ -26,12 +28,23 @@ def store(stack: LocalStack) -> Store:
     return Store(settings.workflows_table, settings.runs_table, settings.events_table)
 
 
+OWNER = "executor-1"
+
+
 def _new_run(store: Store) -> str:
     run_id = str(uuid.uuid4())
     store.put_run({"run_id": run_id, "workflow_id": "wf", "status": "running",
                    "trigger_data": {}, "step_order": [], "total_steps": 2,
-                   "steps_completed": 0, "created_at": "2026-01-01T00:00:00+00:00"})
+                   "steps_completed": 0, "created_at": "2026-01-01T00:00:00+00:00",
+                   "lease_owner": OWNER, "lease_until": time.time() + 60})
     return run_id
+
+
+def _save(store: Store, run_id: str, steps: list[dict[str, Any]], done: int,
+          finish: RunEnd | None = None, owner: str = OWNER) -> list[dict[str, Any]]:
+    stored, _cancelled = store.save_progress(run_id, owner, Progress(steps, done, 0, None, finish),
+                                             time.time() + 60)
+    return stored
 
 
 def test_put_events_writes_a_batch_in_order(store: Store) -> None:
@@ -47,32 +60,30 @@ def test_put_event_with_a_taken_seq_is_refused(store: Store) -> None:
     run_id = _new_run(store)
     store.put_events(run_id, [(1, "run_started", '{"seq":1}')])
 
-    with pytest.raises(StorageError):
+    with pytest.raises(LeaseLostError):
         store.put_events(run_id, [(1, "run_started", '{"seq":1,"again":true}')])
 
     assert store.events_after(run_id, 0) == [{"seq": 1}]
 
 
-def test_guard_refuses_a_second_writer_before_its_events(store: Store) -> None:
-    """A writer whose view of the run's last seq is stale is refused at the record."""
+def test_progress_of_an_executor_without_the_lease_is_refused(store: Store) -> None:
+    """Only the lease's owner records progress; another writer changes nothing."""
     run_id = _new_run(store)
-    store.put_steps(run_id, [], 0, guard=SeqGuard(0, 4))
-    store.put_steps(run_id, [], 0, guard=SeqGuard(4, 9))
+    _save(store, run_id, [{"step_id": "a", "status": "completed", "output_data": {}}], 1)
 
-    with pytest.raises(StorageError):
-        store.put_steps(run_id, [], 0, guard=SeqGuard(0, 3))
-    with pytest.raises(StorageError):
-        store.put_steps(run_id, [], 0, guard=SeqGuard(4, 7))
+    with pytest.raises(LeaseLostError):
+        _save(store, run_id, [{"step_id": "a", "status": "failed", "output_data": {}}], 1,
+              owner="executor-2")
 
-    assert store.get_run(run_id)["last_seq"] == 9
+    assert store.get_run(run_id)["steps"]["a"]["status"] == "completed"
 
 
-def test_put_steps_records_results_and_the_end_in_one_write(store: Store) -> None:
+def test_save_progress_records_results_and_the_end_in_one_write(store: Store) -> None:
     """Several results, the count and the run's end land together; outputs stay JSON."""
     run_id = _new_run(store)
     steps = [{"step_id": "a", "status": "completed", "output_data": {"n": 12345678901234567890}},
              {"step_id": "b", "status": "skipped", "output_data": {}}]
-    store.put_steps(run_id, steps, 2, RunEnd("failed", "2026-01-01T00:00:01+00:00", "boom"))
+    _save(store, run_id, steps, 2, RunEnd("failed", "2026-01-01T00:00:01+00:00", "boom"))
 
     run = store.get_run(run_id)
     assert run["steps"]["a"]["output_data"] == {"n": 12345678901234567890}
@@ -80,11 +91,11 @@ def test_put_steps_records_results_and_the_end_in_one_write(store: Store) -> Non
     assert (run["steps_completed"], run["status"], run["error_message"]) == (2, "failed", "boom")
 
 
-def test_put_steps_bounds_a_large_output(store: Store) -> None:
+def test_save_progress_bounds_a_large_output(store: Store) -> None:
     """An output past the limit is stored as a marked summary, and returned as stored."""
     run_id = _new_run(store)
     big = {"step_id": "a", "status": "completed", "output_data": {"text": "x" * 40_000}}
-    (stored,) = store.put_steps(run_id, [big], 1)
+    (stored,) = _save(store, run_id, [big], 1)
 
     assert stored["output_data"]["truncated"] is True
     assert store.get_run(run_id)["steps"]["a"] == stored
@@ -107,14 +118,18 @@ def executor_writes(stack: LocalStack) -> Iterator[Counter[str]]:
 def test_queued_run_writes_its_events_and_results_in_few_writes(
     api: httpx.Client, executor_writes: Counter[str]
 ) -> None:
-    """The health pipeline's queued run: a claim, then two batches of results and events."""
+    """The health pipeline's queued run: a claim, two batches, then the terminal event.
+
+    The terminal event is written on its own after the record says the run ended
+    (see ``_StoredRecorder``).
+    """
     workflow_id = health_pipeline(api, "writes")
     run_id = api.post(f"/api/v1/runs/{workflow_id}/execute-async", json={"data": {}}).json()["id"]
     events = sse_events(api, run_id)
 
     assert events[-1]["type"] == "run_completed" and len(events) == 13
     assert api.get(f"/api/v1/runs/{run_id}").json()["steps_completed"] == 6
-    assert executor_writes == Counter(UpdateItem=3, BatchWriteItem=2)
+    assert executor_writes == Counter(UpdateItem=3, BatchWriteItem=2, PutItem=1)
 
 
 def test_runs_queued_together_each_store_every_event_once(api: httpx.Client, store: Store) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -47,11 +49,15 @@ def step_context() -> StepContextFactory:
     """Build the context a node sees for one step, given earlier outputs by step id."""
 
     def build(
-        config: dict[str, Any], outputs: dict[str, Any] | None = None, run_id: str = "run-1"
+        config: dict[str, Any], outputs: dict[str, Any] | None = None, run_id: str = "run-1",
+        iteration: int = 1,
     ) -> StepContext:
         scope = {"trigger": {"body": {}, "headers": {}}, **(outputs or {})}
         step = Step(config["id"], config["type"], config)
         known = frozenset({*scope, config["id"]})
-        return StepContext(step, scope, known, run_id)
+        # As the runner does: a step's ``timeout`` becomes the deadline of its attempt.
+        timeout = config.get("timeout")
+        deadline = time.time() + float(timeout) if timeout else None
+        return StepContext(step, scope, known, run_id, None, deadline, iteration)
 
     return build

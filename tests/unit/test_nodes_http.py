@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import pytest
 from stepstream.errors import StepError, TemplateError
 from stepstream.nodes import http
 
-from tests.support.servers import MockHttpServer, json_reply
+from tests.support.servers import MockHttpServer, Reply, json_reply
 from tests.unit.conftest import StepContextFactory
 
 
@@ -50,15 +53,69 @@ def test_http_empty_response_body_is_empty_string(
     assert mock_http.requests[0].method == "DELETE"
 
 
-def test_http_error_status_still_completes_step(
+def test_http_error_status_fails_step_with_the_response_readable(
     mock_http: MockHttpServer, step_context: StepContextFactory
 ) -> None:
     mock_http.route("GET", "/health", status=503, json={"ok": False})
 
-    output = http.run(step_context(http_step(mock_http.url("/health"))))
+    with pytest.raises(StepError, match="answered 503") as caught:
+        http.run(step_context(http_step(mock_http.url("/health"))))
 
-    assert output["status_code"] == 503
+    assert (caught.value.kind, caught.value.status_code) == ("http_status", 503)
+    assert caught.value.output["body"] == {"ok": False}
+
+
+@pytest.mark.parametrize(
+    ("accept", "status"), [("any", 503), ([200, 404], 404), (["4xx"], 418), (["5xx"], 500)]
+)
+def test_http_accepted_status_completes_step(
+    mock_http: MockHttpServer, step_context: StepContextFactory, accept: Any, status: int
+) -> None:
+    mock_http.route("GET", "/health", status=status, json={"ok": False})
+
+    output = http.run(step_context(http_step(mock_http.url("/health"), accept_status=accept)))
+
+    assert output["status_code"] == status
     assert output["body"] == {"ok": False}
+
+
+def test_http_status_outside_accept_list_fails_step(
+    mock_http: MockHttpServer, step_context: StepContextFactory
+) -> None:
+    mock_http.route("GET", "/health", status=200, json={})
+
+    with pytest.raises(StepError, match="answered 200"):
+        http.run(step_context(http_step(mock_http.url("/health"), accept_status=[204])))
+
+
+def test_http_sends_idempotency_key_of_run_step_and_iteration(
+    mock_http: MockHttpServer, step_context: StepContextFactory
+) -> None:
+    mock_http.route("POST", "/orders", json={})
+
+    http.run(step_context(http_step(mock_http.url("/orders"), method="POST"),
+                          run_id="run-9", iteration=3))
+    http.run(step_context(http_step(mock_http.url("/orders"), method="POST",
+                                    headers={"idempotency-key": "mine"}), run_id="run-9"))
+
+    first, second = mock_http.requests_to("/orders")
+    assert first.headers["idempotency-key"] == "run-9/call/3"
+    assert second.headers["idempotency-key"] == "mine"
+
+
+def test_http_trickling_response_fails_at_the_total_deadline(
+    mock_http: MockHttpServer, step_context: StepContextFactory
+) -> None:
+    # Each chunk comes well within any per-read timeout; the whole takes too long.
+    trickle = Reply(200, b"", {}, chunks=(b"x" * 10,) * 20, chunk_delay=0.1)
+    mock_http.respond_with("GET", "/trickle", lambda _request: trickle)
+
+    started = time.monotonic()
+    with pytest.raises(StepError, match="time ran out") as caught:
+        http.run(step_context(http_step(mock_http.url("/trickle"), timeout=0.5)))
+
+    assert caught.value.kind == "timeout"
+    assert time.monotonic() - started < 1.5
 
 
 def test_http_mapping_body_sent_as_json_with_types_kept(
@@ -145,10 +202,10 @@ def test_http_slow_response_past_timeout_fails_step(
 ) -> None:
     mock_http.route("GET", "/slow", json={}, delay=2.0)
 
-    with pytest.raises(StepError, match="failed") as caught:
+    with pytest.raises(StepError, match="timed out") as caught:
         http.run(step_context(http_step(mock_http.url("/slow"), timeout=0.2)))
 
-    assert caught.value.field == "url"
+    assert (caught.value.field, caught.value.kind) == ("timeout", "timeout")
 
 
 def test_http_unresolvable_url_reference_fails_before_any_request(

@@ -155,8 +155,10 @@ def test_llm_unreachable_api_fails_step(
     with FakeMessagesApi() as gone:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", gone.base_url)
 
-    with pytest.raises(StepError, match="Messages API call failed"):
+    with pytest.raises(StepError, match="Messages API unreachable") as caught:
         run(step_context, llm_step("Hi"))
+
+    assert caught.value.kind == "network"
 
 
 def test_llm_client_reused_across_steps(

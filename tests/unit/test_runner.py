@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 from stepstream.definition import Workflow, parse_workflow
-from stepstream.runner import EVENT_OUTPUT_LIMIT, RunOutcome, StepResult, run_workflow, summarize
+from stepstream.runner import (
+    EVENT_OUTPUT_LIMIT,
+    NOT_REACHED,
+    RunOutcome,
+    StepResult,
+    run_workflow,
+    summarize,
+)
 
 from tests.support.servers import MockHttpServer, RecordedRequest, Reply, json_reply
 
@@ -72,6 +79,7 @@ def health_pipeline(url: str) -> Workflow:
         - id: fetch_health
           type: http
           url: {url}
+          accept_status: any
         - id: route_on_status
           type: condition
           condition: "{{fetch_health.status_code}} == 200"
@@ -375,7 +383,8 @@ def test_run_workflow_failed_step_fails_run_and_skips_the_rest() -> None:
     assert outcome.error.startswith(f"Step 'fetch' failed: url: GET {url} failed")
     assert recorder.types[-4:] == ["step_failed", "step_skipped", "step_skipped", "run_failed"]
     [failed] = recorder.of("step_failed")
-    assert set(failed) == STEP_FIELDS | {"iteration", "error", "duration_ms"}
+    assert set(failed) == STEP_FIELDS | {"iteration", "error", "error_kind", "duration_ms"}
+    assert failed["error_kind"] == "network"
     assert (failed["step_id"], failed["status"]) == ("fetch", "failed")
     assert failed["error"] == outcome.results[1].error
     assert recorder.of("run_failed") == [
@@ -389,17 +398,18 @@ def test_run_workflow_failed_step_fails_run_and_skips_the_rest() -> None:
     ]
 
 
-def test_run_workflow_failed_step_has_no_output_and_skipped_steps_no_times() -> None:
+def test_run_workflow_failed_step_output_is_its_error_and_unreached_steps_say_so() -> None:
     with MockHttpServer() as gone:
         url = gone.url("/down")
 
     outcome, _ = run(workflow(FAILING.format(url=url)))
 
     failed, skipped = outcome.results[1], outcome.results[2]
-    assert failed.output == {}
+    assert failed.output == {"error": {"message": failed.error, "kind": "network",
+                                       "status_code": None, "attempts": 1}}
     assert failed.started_at is not None
     assert failed.completed_at is not None
-    assert (skipped.output, skipped.error, skipped.started_at) == ({}, None, None)
+    assert (skipped.output, skipped.error, skipped.started_at) == ({}, NOT_REACHED, None)
 
 
 def test_run_workflow_unresolved_reference_error_names_reference_and_field(
@@ -616,6 +626,7 @@ def test_step_result_as_dict_uses_api_field_names() -> None:
         "started_at": "t0",
         "completed_at": "t1",
         "iteration": 2,
+        "attempts": 1,
     }
 
 

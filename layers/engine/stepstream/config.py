@@ -18,6 +18,8 @@ class Settings:
         redis_url: Optional Redis for the live event path; empty means DynamoDB only.
         stream_url: Base URL of the stream function (its function URL).
         stream_token_secret: Key that signs stream tokens; empty leaves streams open.
+        lease_seconds: How long an executor's hold on a run lasts unless renewed; an
+            executor that dies leaves its run to be taken up this long after.
     """
 
     workflows_table: str
@@ -27,6 +29,7 @@ class Settings:
     redis_url: str
     stream_url: str = ""
     stream_token_secret: str = ""
+    lease_seconds: float = 120.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -40,4 +43,5 @@ class Settings:
             redis_url=env.get("REDIS_URL", ""),
             stream_url=env.get("STREAM_URL", ""),
             stream_token_secret=env.get("STREAM_TOKEN_SECRET", ""),
+            lease_seconds=float(env.get("RUN_LEASE_SECONDS") or 120),
         )

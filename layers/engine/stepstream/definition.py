@@ -24,20 +24,21 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from stepstream import _yaml, expressions, templates
+from stepstream import _yaml, expressions, policy, templates
 from stepstream.errors import Problem, WorkflowInvalidError
 from stepstream.model import NODE_TYPES, WorkflowModel
 
 NO_EFFECT_KEYS = {"output_key": "llm", "path": "trigger"}
 # The top-level keys of each node type's output: a template reading another is a typo
 # (the original's lead_qualification read {qualify.score}; the score is under parsed).
+# A step that failed has ``error`` (message, kind, status_code) for ``on_error`` routes.
 OUTPUT_KEYS = {
-    "trigger": ("body", "headers"),
-    "http": ("status_code", "body", "headers"),
-    "llm": ("content", "parsed", "model", "stop_reason", "usage"),
-    "condition": ("result", "next_step", "condition", "evaluated_to"),
+    "trigger": ("body", "headers", "error"),
+    "http": ("status_code", "body", "headers", "error"),
+    "llm": ("content", "parsed", "model", "stop_reason", "usage", "error"),
+    "condition": ("result", "next_step", "condition", "evaluated_to", "error"),
     "notify": ("channel", "message", "recipient", "subject", "sent", "delivered", "note",
-               "url", "status_code"),
+               "url", "status_code", "error"),
 }
 
 
@@ -71,6 +72,7 @@ class Workflow:
         steps: The steps in file order.
         yaml_content: The text it was parsed from, kept verbatim.
         warnings: Problems that do not stop the workflow from running.
+        timeout: Seconds the whole run may take, if limited.
     """
 
     name: str
@@ -79,6 +81,7 @@ class Workflow:
     steps: tuple[Step, ...]
     yaml_content: str
     warnings: tuple[Problem, ...] = ()
+    timeout: float | None = None
 
     @property
     def trigger_path(self) -> str:
@@ -176,14 +179,22 @@ def _model_for(loc: list, data: Any) -> Any:
 def _successors(steps: list[Step], index: int) -> list[int]:
     step, positions = steps[index], {s.id: i for i, s in enumerate(steps)}
     following = [index + 1] if index + 1 < len(steps) else []
-    if step.type != "condition":
-        return following
     targets = []
+    recovery = _goto(step)
+    if recovery in positions:
+        targets.append(positions[recovery])  # where the run goes when the step fails
+    if step.type != "condition":
+        return sorted({*following, *targets})
     for key in ("on_true", "on_false"):
         target = step.config.get(key)
         known = isinstance(target, str) and target in positions  # the model reports other types
         targets.extend([positions[target]] if known else following)
     return sorted(set(targets))
+
+
+def _goto(step: Step) -> str | None:
+    """The step a failure of ``step`` goes to (``on_error: {goto: ...}``), if any."""
+    return policy.goto_target(step.config)
 
 
 def _reachable(steps: list[Step], start: int, avoid: int | None = None) -> set[int]:
@@ -225,6 +236,14 @@ class _Checker:
                 if step.type == "condition" and target is not None and target not in self.ids:
                     message = f"jumps to unknown step '{target}' (steps: {', '.join(self.ids)})"
                     self.problems.append(self.at(index, key, message))
+            recovery = _goto(step)
+            if recovery is not None and recovery not in self.ids:
+                message = (f"on_error goes to unknown step '{recovery}' "
+                           f"(steps: {', '.join(self.ids)})")
+                self.problems.append(self.at(index, "on_error", message))
+            elif recovery == step.id:
+                message = "on_error cannot go to the failing step itself; use retry"
+                self.problems.append(self.at(index, "on_error", message))
 
     def check_references(self) -> None:
         for index, step in enumerate(self.steps):
@@ -352,6 +371,7 @@ def check_workflow(text: str) -> tuple[Workflow | None, list[Problem], list[Prob
         steps=tuple(checker.steps),
         yaml_content=text,
         warnings=tuple(checker.warnings),
+        timeout=data.get("timeout"),
     )
     return workflow, [], checker.warnings
 

@@ -78,33 +78,72 @@ class InputTooLargeError(StepstreamError):
 class StepError(StepstreamError):
     """A step could not do its work; the run records it as the step's error.
 
+    ``kind`` says what sort of failure it was, for ``retry.on`` and for templates
+    that read ``{step_id.error.kind}``:
+
+    - ``network``: no response (refused, reset, unknown host);
+    - ``timeout``: the step's deadline (or the run's) passed;
+    - ``http_status``: a response whose status the step does not accept;
+    - ``api``: the Messages API answered with an error;
+    - ``template``, ``expression``: the step's data could not be built;
+    - ``config``: the step's settings cannot work (e.g. a webhook without a URL);
+    - ``crash``: a bug in a node.
+
     Attributes:
         step_id: The failing step.
         field: The step's key that the failure concerns, if one does.
+        kind: The sort of failure (above).
+        status_code: The HTTP status that made it fail, if one did.
+        output: What the step got before failing (an http response), for templates.
     """
 
-    def __init__(self, message: str, *, step_id: str = "", field: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        step_id: str = "",
+        field: str | None = None,
+        kind: str = "config",
+        status_code: int | None = None,
+        output: dict[str, object] | None = None,
+    ) -> None:
         super().__init__(message)
         self.step_id = step_id
         self.field = field
+        self.kind = kind
+        self.status_code = status_code
+        self.output = output or {}
 
 
 class TemplateError(StepError):
     """A ``{step_id.field}`` reference could not be resolved."""
 
     def __init__(self, message: str, *, reference: str, field: str | None = None) -> None:
-        super().__init__(message, field=field)
+        super().__init__(message, field=field, kind="template")
         self.reference = reference
 
 
 class ExpressionError(StepError):
     """A condition expression could not be evaluated."""
 
+    def __init__(self, message: str, *, step_id: str = "", field: str | None = None) -> None:
+        super().__init__(message, step_id=step_id, field=field, kind="expression")
+
 
 class StorageError(StepstreamError):
     """DynamoDB, SQS or Redis refused or failed a request."""
 
     retryable = True
+
+
+class LeaseLostError(StepstreamError):
+    """Another executor took over a run this one was executing (its lease expired)."""
+
+    retryable = True
+
+
+class RunStateError(ConflictError):
+    """A run is not in a state that allows what was asked (cancel a finished run)."""
 
 
 class IdempotencyKeyReusedError(StepstreamError):

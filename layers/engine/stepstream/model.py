@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from stepstream.policy import ERROR_KINDS, STATUS_CLASS
+
 DEFAULT_MODEL = "claude-sonnet-4-6"
 DEFAULT_MAX_ITERATIONS = 10
 HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
@@ -21,6 +23,57 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+def _check_statuses(values: list[int | str], what: str) -> list[int | str]:
+    for value in values:
+        if isinstance(value, int) and not 100 <= value <= 599:
+            raise ValueError(f"{what}: {value} is not an HTTP status (100-599)")
+        if isinstance(value, str) and not STATUS_CLASS.fullmatch(value):
+            raise ValueError(f"{what}: {value!r} is neither a status nor a class like '5xx'")
+    return values
+
+
+class Backoff(_Strict):
+    """How long to wait before each retry: ``initial * multiplier ** (retry - 1)``, capped."""
+
+    initial: float = Field(1.0, ge=0, le=3600, description="Seconds before the first retry.")
+    multiplier: float = Field(2.0, ge=1, le=10, description="Growth of the wait per retry.")
+    max: float = Field(300.0, ge=0, le=86_400, description="The longest wait, in seconds.")
+
+
+class RetryPolicy(_Strict):
+    """When and how often a failed step is tried again."""
+
+    attempts: int = Field(3, ge=1, le=100, description="Tries in all, the first included.")
+    backoff: Backoff = Field(default_factory=Backoff)
+    jitter: bool = Field(
+        True, description="Wait a random time between half the backoff and all of it, "
+        "so that many runs failing together do not retry together.",
+    )
+    on: list[str | int] = Field(
+        default_factory=lambda: ["network", "timeout", 408, 429, "5xx"],
+        description="Failures worth retrying: error kinds "
+        f"({', '.join(sorted(ERROR_KINDS))}), HTTP statuses, or classes like '5xx'.",
+    )
+
+    @field_validator("on")
+    @classmethod
+    def _known(cls, values: list[str | int]) -> list[str | int]:
+        kinds = [v for v in values if isinstance(v, str) and not STATUS_CLASS.fullmatch(v)]
+        unknown = [kind for kind in kinds if kind not in ERROR_KINDS]
+        if unknown:
+            known = ", ".join(sorted(ERROR_KINDS))
+            raise ValueError(f"unknown error kind {unknown[0]!r} (known: {known}; "
+                             "or an HTTP status, or a class like '5xx')")
+        _check_statuses([v for v in values if v not in kinds], "on")
+        return values
+
+
+class OnErrorGoto(_Strict):
+    """Go to a named step when this one fails; it reads ``{failed_step.error...}``."""
+
+    goto: str = Field(pattern=STEP_ID)
+
+
 class _StepBase(_Strict):
     id: str = Field(pattern=STEP_ID, description="Unique step id; templates read `{id.field}`.")
     description: str | None = Field(None, description="Free text for readers.")
@@ -28,6 +81,18 @@ class _StepBase(_Strict):
         None, ge=1, le=1000,
         description="How many times this step may run in one run (loops); "
         "defaults to the workflow's `max_iterations`.",
+    )
+    retry: RetryPolicy | None = Field(None, description="Try the step again when it fails.")
+    on_error: Literal["fail", "continue"] | OnErrorGoto = Field(
+        "fail", description="When the step fails (after its retries): `fail` the run, "
+        "`continue` with the next step, or `{goto: step_id}`. The failure is readable as "
+        "`{step_id.error.message}`, `.kind` and `.status_code`.",
+    )
+    timeout: float | None = Field(
+        None, gt=0, le=86_400,
+        description="Seconds the step may take in all, retries and waits included; "
+        "without it, an attempt of an http or notify step may take 30 s, of an llm "
+        "step 600 s.",
     )
 
 
@@ -46,7 +111,20 @@ class HttpStep(_StepBase):
     method: str = "GET"
     headers: dict[str, str | int | float | bool] | None = None
     body: Any = None
-    timeout: float = Field(30, gt=0, le=900, description="Seconds for the whole request.")
+    timeout: float | None = Field(
+        None, gt=0, le=86_400,
+        description="Seconds the step may take in all, retries and waits included; "
+        "without it, each attempt may take 30 s.",
+    )
+    accept_status: list[int | str] | Literal["any"] | None = Field(
+        None, description="Statuses that complete the step (numbers or classes like '4xx'); "
+        "`any` accepts every response. By default 1xx-3xx complete it and 4xx/5xx fail it.",
+    )
+
+    @field_validator("accept_status")
+    @classmethod
+    def _statuses(cls, value: Any) -> Any:
+        return _check_statuses(value, "accept_status") if isinstance(value, list) else value
 
     @field_validator("method")
     @classmethod
@@ -93,7 +171,11 @@ class NotifyStep(_StepBase):
     recipient: str = ""
     subject: str | None = None
     url: str | None = Field(None, description="Where a `webhook` notification is POSTed.")
-    timeout: float = Field(30, gt=0, le=900)
+    timeout: float | None = Field(
+        None, gt=0, le=86_400,
+        description="Seconds the step may take in all, retries and waits included; "
+        "without it, each attempt may take 30 s.",
+    )
 
 
 StepModel = Annotated[
@@ -128,6 +210,10 @@ class WorkflowModel(_Strict):
     max_iterations: int = Field(
         DEFAULT_MAX_ITERATIONS, ge=1, le=1000,
         description="How many times any one step may run in one run; loops past it fail.",
+    )
+    timeout: float | None = Field(
+        None, gt=0, le=30 * 86_400,
+        description="Seconds the whole run may take from its start; past it, the run fails.",
     )
     steps: list[StepModel] = Field(min_length=1)
 

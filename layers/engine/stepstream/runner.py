@@ -18,26 +18,58 @@ Order rules:
 ``steps_completed`` counts distinct steps that ran or were skipped, so a finished
 six-step run reports 6/6 whichever branches (and however many loops) it took.
 Step events carry ``iteration``: which execution of that step they are about.
+
+Failure rules (``policy``):
+
+- A failed attempt that the step's ``retry`` covers is tried again after its backoff
+  (a ``step_retrying`` event says why and when). One execution keeps its
+  ``iteration`` through all its attempts, and so its ``Idempotency-Key``.
+- A step's ``timeout`` bounds the execution, all attempts and waits included; the
+  workflow's ``timeout`` bounds the run from its first start and caps each step's.
+- After the last attempt, ``on_error`` decides: ``fail`` the run, ``continue`` with
+  the next step, or go to a step (a jump, like a condition's). The failed step's
+  output is ``{"error": {...}}`` plus what it got (an http response).
+
+Durability: the runner's position (``Checkpoint``) goes with every batch the
+recorder writes, and a run can start from one (``Resume``): after an executor died,
+after a continuation, after a long retry wait, after a redrive. A step that was in
+flight is run again as the same execution (same iteration, same key). The runner
+stops early, with a ``RunOutcome`` of status ``suspended``, when the invocation's
+time runs low (``Control.time_left``) or a retry must wait longer than it should
+sleep here; the caller queues the rest. It stops before its next step when the run
+is cancelled (``Control.cancelled``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from stepstream import _json
+from stepstream import _json, policy
 from stepstream.definition import Step, Workflow
 from stepstream.errors import StepError, StepstreamError
-from stepstream.nodes import NODES, StepContext
+from stepstream.nodes import NODES, StepContext, may_block
 from stepstream.templates import SKIPPED
 
 logger = logging.getLogger(__name__)
 
 # step_completed events carry the output up to this size of JSON; past it, a summary.
 EVENT_OUTPUT_LIMIT = 16_384
+# A retry wait up to this long is slept in the process; a longer one goes to the queue.
+SLEEP_LIMIT_SECONDS = 5.0
+# The runner hands the rest of a run on when an invocation has less time than a step
+# may take (its timeout, else BLOCKING_STEP_SECONDS for one that leaves the process)
+# plus this margin to write its checkpoint.
+YIELD_MARGIN_SECONDS = 5.0
+BLOCKING_STEP_SECONDS = 60.0
+# Without a ``timeout``, each attempt of these step types may take this long.
+ATTEMPT_SECONDS = {"http": 30.0, "notify": 30.0, "llm": 600.0}
+# The error of steps a run ended without reaching (a redrive may still reach them).
+NOT_REACHED = "not reached: the run ended before this step"
 
 
 def now_iso() -> str:
@@ -57,6 +89,7 @@ class StepResult:
     started_at: str | None = None
     completed_at: str | None = None
     iteration: int = 0
+    attempts: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         """The result in the API's shape (``output_data``, ``error_message``)."""
@@ -69,18 +102,125 @@ class StepResult:
             "started_at": self.started_at,
             "completed_at": self.completed_at,
             "iteration": self.iteration,
+            "attempts": self.attempts,
         }
+
+    @classmethod
+    def from_dict(cls, stored: dict[str, Any]) -> StepResult:
+        """A result as ``as_dict`` wrote it (and the store kept it)."""
+        return cls(stored["step_id"], stored["node_type"], stored["status"],
+                   stored.get("output_data") or {}, stored.get("error_message"),
+                   stored.get("started_at"), stored.get("completed_at"),
+                   stored.get("iteration") or 0, stored.get("attempts") or 1)
 
 
 @dataclass
 class RunOutcome:
-    """How a run ended."""
+    """How a run ended, or (``suspended``) why it stopped before its end.
+
+    Attributes:
+        status: ``completed``, ``failed``, ``cancelled`` or ``suspended``.
+        wake_at: For ``suspended``: when the run may go on (``time.time()``), if later.
+        reason: For ``suspended``: ``continuation`` or ``retry_wait``.
+    """
 
     status: str
     steps_completed: int
     total_steps: int
     error: str | None
     results: list[StepResult]
+    wake_at: float | None = None
+    reason: str | None = None
+
+
+@dataclass
+class Checkpoint:
+    """Where a run is: enough, with its step results, to go on from here in another process.
+
+    Attributes:
+        index: The step to run next (or the one in flight).
+        visits: Executions so far, by step id (the one in flight counted).
+        passed: Steps passed over in the current pass.
+        inflight: Whether the execution of ``steps[index]`` has started.
+        attempt: The attempt of that execution to run next (1-based).
+        step_deadline: When that execution must be done (``time.time()``), if limited.
+        run_deadline: When the run must be done, if limited.
+        wake_at: Not before this may the run go on (a retry's wait), if set.
+    """
+
+    index: int = 0
+    visits: dict[str, int] = field(default_factory=dict)
+    passed: list[str] = field(default_factory=list)
+    inflight: bool = False
+    attempt: int = 1
+    step_deadline: float | None = None
+    run_deadline: float | None = None
+    wake_at: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The checkpoint as JSON-ready data."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Checkpoint:
+        """A checkpoint as ``as_dict`` wrote it; unknown keys are ignored."""
+        known = {key: value for key, value in data.items() if key in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass
+class Resume:
+    """A run going on from a checkpoint rather than starting.
+
+    Attributes:
+        checkpoint: Where it stopped.
+        results: Its stored step results, by step id (``StepResult.as_dict`` shape).
+        reason: Why it goes on: ``recovered``, ``continuation``, ``retry_wait``, ``redrive``.
+        attempt: Which pick-up of the run this is (1 was its start).
+    """
+
+    checkpoint: Checkpoint
+    results: dict[str, dict[str, Any]]
+    reason: str
+    attempt: int
+
+
+class Control(Protocol):
+    """What the runner asks of its surroundings between steps.
+
+    Attributes:
+        worked: Whether a step ran yet in this process's turn (the runner sets it);
+            until one has, the runner never hands a run on for lack of time.
+    """
+
+    worked: bool
+
+    def cancelled(self) -> bool:
+        """Whether the run was cancelled (it then stops before its next step)."""
+
+    def time_left(self) -> float | None:
+        """Seconds this process may still work on the run; None: no limit."""
+
+    def wait(self, seconds: float) -> None:
+        """Pause ``seconds`` (a short retry backoff); may return early on cancel."""
+
+
+class Unlimited:
+    """A ``Control`` with no time limit and no cancellation (tests, tools)."""
+
+    worked = False
+
+    def cancelled(self) -> bool:
+        """Never."""
+        return False
+
+    def time_left(self) -> float | None:
+        """No limit."""
+        return None
+
+    def wait(self, seconds: float) -> None:
+        """Sleep."""
+        time.sleep(seconds)
 
 
 class Recorder(Protocol):
@@ -104,22 +244,83 @@ def _error_text(exc: Exception) -> str:
     return str(exc)
 
 
+@dataclass
+class _Failure:
+    """One failed attempt: ``{step.error}`` for templates, and what the step got."""
+
+    message: str
+    kind: str
+    status_code: int | None = None
+    output: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, exc: Exception) -> _Failure:
+        if isinstance(exc, StepError):
+            return cls(_error_text(exc), exc.kind, exc.status_code, dict(exc.output))
+        return cls(f"{type(exc).__name__}: {exc}", "crash")
+
+    def as_output(self, attempts: int) -> dict[str, Any]:
+        error = {"message": self.message, "kind": self.kind, "status_code": self.status_code,
+                 "attempts": attempts}
+        return {**self.output, "error": error}
+
+
 class _Run:
-    def __init__(self, workflow: Workflow, run_id: str, trigger: dict[str, Any], rec: Recorder):
+    def __init__(
+        self,
+        workflow: Workflow,
+        run_id: str,
+        trigger: dict[str, Any],
+        rec: Recorder,
+        control: Control | None,
+        resume: Resume | None,
+    ) -> None:
         self.workflow = workflow
         self.run_id = run_id
         self.recorder = rec
+        self.control = control or Unlimited()
+        self.resume = resume
         self.scope: dict[str, Any] = {"trigger": trigger}
         self.known = frozenset({*workflow.step_ids, "trigger"})
         self.last: dict[str, StepResult] = {}
-        self.visits: dict[str, int] = {}
+        self.cp = Checkpoint()
         self.passed: set[str] = set()
         self.total = len(workflow.steps)
+        if resume is not None:
+            self.restore(resume)
+        track: Callable[[Callable[[], dict[str, Any]]], None] | None = getattr(rec, "track", None)
+        if track is not None:
+            track(self.snapshot)
+
+    def restore(self, resume: Resume) -> None:
+        """Take up the checkpoint and step results of a run that went before."""
+        self.cp = resume.checkpoint
+        self.passed = set(self.cp.passed)
+        for step_id, stored in resume.results.items():
+            if step_id not in self.known:
+                continue
+            result = StepResult.from_dict(stored)
+            if result.status == "skipped" and result.error == NOT_REACHED:
+                continue  # a redrive may reach it yet
+            self.last[step_id] = result
+            # An output stored as a summary (over the store's limit) is read as that.
+            self.scope[step_id] = SKIPPED if result.status == "skipped" else result.output
+        if resume.reason == "redrive":
+            self.cp.run_deadline = None  # a redriven run has its whole time again
+
+    def snapshot(self) -> dict[str, Any]:
+        """The checkpoint as it stands, for the recorder to write with its next batch."""
+        self.cp.passed = sorted(self.passed)
+        return self.cp.as_dict()
 
     def progress(self) -> dict[str, Any]:
         done = len(self.last)
         percent = int(done * 100 / self.total) if self.total else 100
         return {"steps_completed": done, "total_steps": self.total, "progress": percent}
+
+    def step_data(self, step: Step, status: str, iteration: int) -> dict[str, Any]:
+        return {"step_id": step.id, "node_type": step.type, "status": status,
+                "iteration": iteration}
 
     def decide(self, result: StepResult, event_type: str, **extra: Any) -> None:
         self.last[result.step_id] = result
@@ -127,69 +328,168 @@ class _Run:
         data = {"step_id": result.step_id, "node_type": result.node_type, "status": result.status}
         if result.iteration:
             data["iteration"] = result.iteration
+        if result.attempts > 1:
+            data["attempts"] = result.attempts
         self.recorder.emit(event_type, {**data, **self.progress(), **extra})
 
-    def skip(self, step: Step) -> None:
+    def skip(self, step: Step, error: str | None = None) -> None:
         """Mark ``step`` passed over in this pass (once), and its output unreadable."""
         self.passed.add(step.id)
         self.scope[step.id] = SKIPPED
         previous = self.last.get(step.id)
         if previous is None or previous.status != "skipped":
-            self.decide(StepResult(step.id, step.type, "skipped"), "step_skipped")
+            self.decide(StepResult(step.id, step.type, "skipped", error=error), "step_skipped")
 
-    def execute(self, step: Step) -> StepResult:
-        iteration = self.visits[step.id] = self.visits.get(step.id, 0) + 1
-        data = {"step_id": step.id, "node_type": step.type, "status": "running",
-                "iteration": iteration}
-        self.recorder.emit("step_started", {**data, **self.progress()})
-        result = StepResult(step.id, step.type, "completed", started_at=now_iso(),
-                            iteration=iteration)
-        clock = time.perf_counter()
+    # -- one step --------------------------------------------------------------------
+
+    def begin(self, step: Step) -> int:
+        """Start (or take up again) the execution of ``step``; returns its iteration."""
+        cp = self.cp
+        if not cp.inflight:
+            cp.visits[step.id] = cp.visits.get(step.id, 0) + 1
+            cp.inflight, cp.attempt, cp.step_deadline = True, 1, None
+        if cp.step_deadline is None:
+            timeout = step.config.get("timeout")
+            ends = [time.time() + float(timeout)] if timeout else []
+            cp.step_deadline = min([*ends, *filter(None, [cp.run_deadline])], default=None)
+        return cp.visits[step.id]
+
+    def attempt_deadline(self, step: Step) -> float | None:
+        """When the attempt about to start must end: the step's deadline, else a default."""
+        deadline = self.cp.step_deadline
+        default = ATTEMPT_SECONDS.get(step.type)
+        if step.config.get("timeout") is None and default is not None:
+            deadline = min(deadline or float("inf"), time.time() + default)
+        return deadline
+
+    def attempt(self, step: Step, iteration: int) -> tuple[dict[str, Any] | None, _Failure | None]:
+        """One attempt of ``step``: its output, or how it failed."""
+        deadline = self.attempt_deadline(step)
         try:
-            context = StepContext(step, self.scope, self.known, self.run_id,
-                                  lambda partial: self.progressed(step, iteration, partial))
-            result.output = NODES[step.type](context)
+            if deadline is not None and time.time() >= deadline:
+                raise StepError("the step's time ran out", kind="timeout", field="timeout")
+            context = StepContext(
+                step, self.scope, self.known, self.run_id,
+                lambda partial: self.progressed(step, iteration, partial), deadline, iteration,
+            )
+            return NODES[step.type](context), None
         except StepstreamError as exc:
-            result.status, result.error = "failed", _error_text(exc)
+            return None, _Failure.of(exc)
         except Exception as exc:  # noqa: BLE001 - a node's bug fails its step, never the run record
             logger.exception("step crashed", extra={"run_id": self.run_id, "step_id": step.id})
-            result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
-        result.completed_at = now_iso()
-        duration_ms = round((time.perf_counter() - clock) * 1000, 3)
-        if result.status == "completed":
-            self.scope[step.id] = result.output
-            self.decide(result, "step_completed", output=summarize(result.output),
-                        duration_ms=duration_ms)
-        else:
-            self.decide(result, "step_failed", error=result.error, duration_ms=duration_ms)
-        return result
+            return None, _Failure.of(exc)
+
+    def retry_delay(self, step: Step, failure: _Failure) -> float | None:
+        """Seconds to wait before the next attempt; None if the failure stands."""
+        retry = policy.Retry.of(step.config)
+        if self.cp.attempt >= retry.attempts or not retry.covers(failure.kind,
+                                                                 failure.status_code):
+            return None
+        delay = retry.delay(self.cp.attempt)
+        deadline = self.cp.step_deadline
+        if deadline is not None and time.time() + delay >= deadline:
+            return None  # no time is left for another attempt
+        return delay
+
+    def execute(self, step: Step) -> StepResult | RunOutcome:
+        """Run ``step`` through its attempts: its result, or how the run stopped meanwhile."""
+        iteration = self.begin(step)
+        self.control.worked = True
+        while True:
+            data = self.step_data(step, "running", iteration)
+            if self.cp.attempt > 1:
+                data["attempt"] = self.cp.attempt
+            self.recorder.emit("step_started", {**data, **self.progress()})
+            if self.control.cancelled():
+                self.cp.inflight = False
+                self.cp.visits[step.id] -= 1
+                return self.finish("cancelled", None)
+            started_at, clock = now_iso(), time.perf_counter()
+            output, failure = self.attempt(step, iteration)
+            duration_ms = round((time.perf_counter() - clock) * 1000, 3)
+            result = StepResult(step.id, step.type, "completed", output or {}, None, started_at,
+                                now_iso(), iteration, self.cp.attempt)
+            if failure is None:
+                self.cp.inflight = False
+                self.scope[step.id] = result.output
+                self.decide(result, "step_completed", output=summarize(result.output),
+                            duration_ms=duration_ms)
+                return result
+            delay = self.retry_delay(step, failure)
+            if delay is None:
+                result.status, result.error = "failed", failure.message
+                result.output = failure.as_output(self.cp.attempt)
+                self.cp.inflight = False
+                self.scope[step.id] = result.output
+                self.decide(result, "step_failed", error=failure.message,
+                            error_kind=failure.kind, duration_ms=duration_ms)
+                return result
+            stopped = self.wait_to_retry(step, iteration, failure, delay)
+            if stopped is not None:
+                return stopped
+
+    def wait_to_retry(
+        self, step: Step, iteration: int, failure: _Failure, delay: float
+    ) -> RunOutcome | None:
+        """Report the retry and wait for it here, or stop the run to wait in the queue."""
+        retry = policy.Retry.of(step.config)
+        self.recorder.emit("step_retrying", {
+            **self.step_data(step, "retrying", iteration), **self.progress(),
+            "attempt": self.cp.attempt, "max_attempts": retry.attempts,
+            "delay_seconds": round(delay, 3), "error": failure.message,
+            "error_kind": failure.kind, "status_code": failure.status_code,
+        })
+        self.cp.attempt += 1
+        left = self.control.time_left()
+        room = left is None or left > delay + YIELD_MARGIN_SECONDS + self.budget(step)
+        if delay <= SLEEP_LIMIT_SECONDS and room:
+            self.control.wait(delay)
+            return None
+        self.cp.wake_at = time.time() + delay
+        return self.suspend("retry_wait")
+
+    def budget(self, step: Step) -> float:
+        """How long the next attempt of ``step`` is expected to take at most."""
+        if not may_block(step):
+            return 0.0
+        if self.cp.inflight and self.cp.step_deadline is not None:
+            return max(0.0, self.cp.step_deadline - time.time())
+        timeout = step.config.get("timeout")
+        return float(timeout) if timeout else BLOCKING_STEP_SECONDS
 
     def progressed(self, step: Step, iteration: int, partial: dict[str, Any]) -> None:
         """A running step's partial output, as a ``step_progress`` event."""
-        data = {"step_id": step.id, "node_type": step.type, "status": "running",
-                "iteration": iteration}
+        data = self.step_data(step, "running", iteration)
         self.recorder.emit("step_progress", {**data, **self.progress(), **partial})
 
-    def jump(self, index: int, step: Step, result: StepResult) -> int:
-        """Where execution goes after condition ``step`` at ``index`` decided."""
+    # -- where the run goes -------------------------------------------------------------
+
+    def go_to(self, index: int, target: str) -> int:
+        """Move from the step at ``index`` to step ``target``, as a jump does."""
         steps = self.workflow.steps
-        target = result.output.get("next_step")
-        target_index = self.workflow.index_of(target) if target else index + 1
+        target_index = self.workflow.index_of(target)
         if target_index <= index:
             self.passed.clear()  # a new pass over the loop's steps
         else:
             for passed in steps[index + 1 : target_index]:
                 self.skip(passed)
+        self.passed.discard(target)
+        return target_index
+
+    def jump(self, index: int, step: Step, result: StepResult) -> int:
+        """Where execution goes after condition ``step`` at ``index`` decided."""
+        steps = self.workflow.steps
+        target = result.output.get("next_step")
+        target_index = self.go_to(index, target) if target else index + 1
         other = step.config.get("on_false" if result.output.get("result") else "on_true")
         # A branch not taken that lies behind the condition already ran in this pass (a
         # loop's start, when the loop ends): its output is current, so it stays readable.
         if other and other != target and self.workflow.index_of(other) > index:
             self.skip(steps[self.workflow.index_of(other)])
-        self.passed.discard(target or "")
         return target_index
 
     def over_limit(self, step: Step) -> str | None:
-        runs = self.visits.get(step.id, 0)
+        runs = self.cp.visits.get(step.id, 0)
         if runs < step.max_iterations:
             return None
         message = (f"Step '{step.id}' hit its loop limit: it ran {runs} times and "
@@ -197,49 +497,102 @@ class _Run:
         now = now_iso()
         refused = StepResult(step.id, step.type, "failed", error=message, started_at=now,
                              completed_at=now, iteration=runs + 1)
-        self.decide(refused, "step_failed", error=message, duration_ms=0)
+        self.decide(refused, "step_failed", error=message, error_kind="config", duration_ms=0)
         return message
 
+    def hands_on(self, step: Step) -> bool:
+        """Whether to leave ``step`` to a new invocation: this one has too little time left."""
+        left = self.control.time_left()
+        if left is None or not self.control.worked:
+            return False
+        return left < YIELD_MARGIN_SECONDS + self.budget(step)
+
+    def announce(self) -> None:
+        if self.cp.run_deadline is None and self.workflow.timeout:
+            self.cp.run_deadline = time.time() + float(self.workflow.timeout)
+        self.cp.wake_at = None
+        if self.resume is None:
+            self.recorder.emit("run_started", {"status": "running", **self.progress()})
+            return
+        self.recorder.emit("run_resumed", {"status": "running", "reason": self.resume.reason,
+                                           "attempt": self.resume.attempt, **self.progress()})
+
     def run(self) -> RunOutcome:
-        self.recorder.emit("run_started", {"status": "running", **self.progress()})
+        self.announce()
         steps = self.workflow.steps
-        index, error = 0, None
-        while index < len(steps) and error is None:
-            step = steps[index]
-            if step.id in self.passed:
-                index += 1
+        while self.cp.index < len(steps):
+            step = steps[self.cp.index]
+            if not self.cp.inflight and step.id in self.passed:
+                self.cp.index += 1
                 continue
-            error = self.over_limit(step)
-            if error:
-                break
-            result = self.execute(step)
-            if result.status == "failed":
-                error = f"Step '{step.id}' failed: {result.error}"
-            elif step.type == "condition":
-                index = self.jump(index, step, result)
-            else:
-                index += 1
-        for step in steps:
+            if self.control.cancelled():
+                return self.finish("cancelled", None)
+            if self.cp.run_deadline is not None and time.time() >= self.cp.run_deadline:
+                timeout = self.workflow.timeout
+                return self.finish("failed", f"the run timed out: it may take {timeout:g} s")
+            if not self.cp.inflight:
+                error = self.over_limit(step)
+                if error:
+                    return self.finish("failed", error)
+            if self.hands_on(step):
+                return self.suspend("continuation")
+            outcome = self.execute(step)
+            if isinstance(outcome, RunOutcome):
+                return outcome
+            self.cp.index = self.next_index(step, outcome)
+            if self.cp.index < 0:
+                # The failed step is where a redrive takes the run up again, afresh.
+                self.cp.index = self.workflow.index_of(step.id)
+                self.cp.inflight, self.cp.attempt, self.cp.step_deadline = True, 1, None
+                return self.finish("failed", f"Step '{step.id}' failed: {outcome.error}")
+        return self.finish("completed", None)
+
+    def next_index(self, step: Step, result: StepResult) -> int:
+        """The step to run after ``step``; -1 when its failure fails the run."""
+        index = self.cp.index
+        if result.status == "failed":
+            action, target = policy.on_error(step.config)
+            if action == "fail":
+                return -1
+            return index + 1 if action == "continue" else self.go_to(index, str(target))
+        if step.type == "condition":
+            return self.jump(index, step, result)
+        return index + 1
+
+    def finish(self, status: str, error: str | None) -> RunOutcome:
+        """End the run: mark the steps it never reached, then its terminal event."""
+        for step in self.workflow.steps:
             if step.id not in self.last:
-                self.skip(step)
-        status = "failed" if error else "completed"
+                self.skip(step, NOT_REACHED)
         self.recorder.emit(f"run_{status}", {"status": status, **self.progress(), "error": error})
-        results = list(self.last.values())
-        return RunOutcome(status, len(self.last), self.total, error, results)
+        return RunOutcome(status, len(self.last), self.total, error, list(self.last.values()))
+
+    def suspend(self, reason: str) -> RunOutcome:
+        """Stop here; the caller queues the rest of the run (``wake_at``, if set, or now)."""
+        return RunOutcome("suspended", len(self.last), self.total, None,
+                          list(self.last.values()), wake_at=self.cp.wake_at, reason=reason)
 
 
 def run_workflow(
-    workflow: Workflow, run_id: str, trigger: dict[str, Any], recorder: Recorder
+    workflow: Workflow,
+    run_id: str,
+    trigger: dict[str, Any],
+    recorder: Recorder,
+    control: Control | None = None,
+    resume: Resume | None = None,
 ) -> RunOutcome:
-    """Run ``workflow`` to its end, reporting every event and step result to ``recorder``.
+    """Run ``workflow`` to its end, or until it must stop, reporting to ``recorder``.
 
     Args:
         workflow: The checked workflow.
         run_id: The run's id, handed to nodes (webhook payloads carry it).
         trigger: The run's input: ``{"body": ..., "headers": ...}``.
-        recorder: Receives events and step results as they happen.
+        recorder: Receives events and step results as they happen. If it has a
+            ``track`` method, it is given a callable returning the current checkpoint.
+        control: Cancellation, time limit and waiting; none of them by default.
+        resume: Go on from here instead of starting.
 
     Returns:
-        The run's outcome, after ``run_completed`` or ``run_failed`` was emitted.
+        The run's outcome: after its terminal event, or ``suspended`` (see ``RunOutcome``).
     """
-    return _Run(workflow, run_id, trigger, recorder).run()
+    return _Run(workflow, run_id, trigger, recorder, control, resume).run()

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -17,11 +21,17 @@ from botocore.exceptions import ClientError
 from stepstream import _json, tokens
 from stepstream.config import Settings
 from stepstream.definition import Workflow, parse_workflow
-from stepstream.errors import InputTooLargeError, StorageError
+from stepstream.errors import (
+    InputTooLargeError,
+    LeaseLostError,
+    RunStateError,
+    StepstreamError,
+    StorageError,
+)
 from stepstream.events import TERMINAL_TYPES, RedisPublisher
 from stepstream.nodes import may_block
-from stepstream.runner import StepResult, now_iso, run_workflow
-from stepstream.store import RunEnd, SeqGuard, Store
+from stepstream.runner import Checkpoint, Resume, StepResult, now_iso, run_workflow
+from stepstream.store import Claim, Progress, Release, RunEnd, Store
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +45,10 @@ MAX_INPUT_BYTES = 128 * 1024
 SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie", "x-api-key",
                   "x-amz-security-token")
 SECRET_HEADER_WORDS = ("signature", "token", "secret", "password")
+# A queue message stays invisible this much longer than the lease it carries.
+LEASE_GRACE_SECONDS = 30.0
+# SQS delays a message at most this long; a longer wait takes several hops.
+MAX_QUEUE_DELAY_SECONDS = 900
 # Run fields the API shows in lists and summaries, in the original's names.
 RUN_FIELDS = (
     "id",
@@ -46,46 +60,84 @@ RUN_FIELDS = (
     "started_at",
     "completed_at",
     "created_at",
+    "attempt",
+    "cancel_requested",
 )
 
 
 class _StoredRecorder:
-    """Writes a run's events (table, then Redis) and step results, in batches.
+    """Writes a run's events (table, then Redis), step results and checkpoint, in batches.
 
     An event waits in the recorder until the run reaches a point where a reader
     could otherwise be kept waiting, and is then written with every event and step
-    result gathered before it: the results (and the guard of the batch's seqs) in one
-    update of the run's record, the events in one batch write, then one Redis round
-    trip. The points:
+    result gathered before it. The points:
 
     - a ``step_started`` of a step that may block (an http or llm call, a webhook),
       before the step runs;
     - a ``step_progress`` (an llm step's answer so far);
-    - the terminal event, with the run's end, which is written to the record first;
+    - the terminal event, with the run's end;
     - ``FLUSH_EVENTS`` events gathered.
 
     Steps that stay in the process take microseconds, so their events reach a reader
     at the same moment either way; the run pays a write per batch, not per event.
+    Every batch also writes the runner's checkpoint. So the result of every step with
+    an effect is recorded before the next step with an effect starts, and a run taken
+    up elsewhere repeats at most the step that was in flight; steps without effects in
+    between are computed again from recorded data, with the same outcome.
+
+    The order of one batch's writes is the invariant that keeps a run's events dense
+    and unique, whoever crashes where:
+
+    1. the events (but the terminal one), in one batch write;
+    2. the run's record: results, checkpoint, ``last_seq``, end; conditional on this
+       executor still holding the run's lease (``Store.claim_run``);
+    3. the terminal event, if any (the record already final, a client that saw the
+       end and reads the run never sees it running);
+    4. Redis.
+
+    A crash after 1 leaves events the record does not know of: whoever takes the run
+    up numbers its events after the highest stored seq, so they stay as the history
+    of an attempt that did not get recorded. A crash after 2 of the last batch leaves
+    the terminal event unwritten: the record keeps its text (``end_event``) and the
+    next message about the run writes it (``Engine.execute_run``).
 
     Args:
         engine: Where to write.
         run_id: The run.
+        owner: The token of this executor's lease on the run.
         record: The run's record, kept current as results are written; None if unknown.
+        seq: The highest seq already stored for the run.
     """
 
-    def __init__(self, engine: Engine, run_id: str, record: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, engine: Engine, run_id: str, owner: str = "",
+        record: dict[str, Any] | None = None, seq: int = 0,
+    ) -> None:
         self.engine = engine
         self.run_id = run_id
+        self.owner = owner
         self.record = record
-        self.seq = 0
+        self.seq = seq
         self.executions: dict[str, list[dict[str, Any]]] = {}
         # Steps whose start is written before they run; None: every step's.
         self.blocking: frozenset[str] | None = None
         self.events: list[tuple[int, str, str]] = []
         self.results: dict[str, dict[str, Any]] = {}
         self.steps_completed = 0
-        # The run record's last_seq as this recorder last set it (see ``SeqGuard``).
-        self.guarded = 0
+        self.snapshot: Callable[[], dict[str, Any]] | None = None
+        self.cancel_requested = False
+        self.written_at = time.monotonic()
+        self.lock = threading.Lock()
+
+    def track(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        """Write ``snapshot()`` (the runner's checkpoint) with every batch."""
+        self.snapshot = snapshot
+
+    def restore(self, results: dict[str, dict[str, Any]], steps_completed: int) -> None:
+        """Take up the step results already stored for the run (loop histories too)."""
+        for step_id, stored in results.items():
+            self.executions[step_id] = list(stored.get("executions") or [stored])
+        self.steps_completed = steps_completed
 
     def emit(self, event_type: str, data: dict[str, Any]) -> None:
         self.seq += 1
@@ -93,15 +145,13 @@ class _StoredRecorder:
                  "timestamp": now_iso(), **data}
         self.events.append((self.seq, event_type, _json.dumps(event)))
         if event_type in TERMINAL_TYPES:
-            # The run record is final before anyone can read the terminal event, so a
-            # client that saw run_completed and then GETs the run never sees "running".
             self.flush(RunEnd(data["status"], event["timestamp"], data.get("error")))
         elif self._waits(event_type, data) or len(self.events) >= FLUSH_EVENTS:
             self.flush()
 
     def _waits(self, event_type: str, data: dict[str, Any]) -> bool:
         """Whether a reader would wait for this event if it were held back."""
-        if event_type == "step_progress":
+        if event_type in ("step_progress", "step_retrying", "run_resumed"):
             return True
         if event_type != "step_started":
             return False
@@ -118,35 +168,49 @@ class _StoredRecorder:
         self.results[result.step_id] = stored
         self.steps_completed = steps_completed
 
-    def flush(self, finish: RunEnd | None = None) -> None:
-        """Write what was gathered: step results and ``finish``, then events, then Redis.
+    def flush(self, finish: RunEnd | None = None, release: Release | None = None) -> None:
+        """Write what was gathered, in the order the class docstring explains.
 
         What is taken is forgotten before it is written: after a failed write, a
         later flush (the ``run_failed`` of an abort) does not try it again.
         """
-        events, results = self.events, list(self.results.values())
-        self.events, self.results = [], {}
-        # A batch is written without a condition per event: the record guards its seqs.
-        guard = SeqGuard(self.guarded, events[-1][0]) if len(events) > 1 else None
-        stored = self.engine.store.put_steps(self.run_id, results, self.steps_completed, finish,
-                                             guard)
-        self._remember(stored, finish, guard)
-        if events:
-            self.engine.store.put_events(self.run_id, events)
+        with self.lock:
+            events, results = self.events, list(self.results.values())
+            self.events, self.results = [], {}
+            ending = events[-1] if finish is not None and events else None
+            body = events[:-1] if ending else events
+            store = self.engine.store
+            if body:
+                store.put_events(self.run_id, body)
+            progress = Progress(
+                results, self.steps_completed, self.seq,
+                self.snapshot() if self.snapshot else None, finish,
+                ending[2] if ending else None, release,
+            )
+            lease_until = time.time() + self.engine.settings.lease_seconds
+            stored, cancelled = store.save_progress(self.run_id, self.owner, progress, lease_until)
+            self.written_at = time.monotonic()
+            self.cancel_requested = self.cancel_requested or cancelled
+            if ending:
+                store.put_events(self.run_id, [ending])
+            self._remember(stored, finish)
         if events and self.engine.publisher is not None:
             self.engine.publisher.publish_many(
                 self.run_id, [(seq, text) for seq, _type, text in events])
 
-    def _remember(
-        self, stored: list[dict[str, Any]], finish: RunEnd | None, guard: SeqGuard | None
-    ) -> None:
-        """Keep ``guarded`` and ``record`` as the table now has them."""
-        if guard is not None:
-            self.guarded = guard.last
+    def renew(self, lease_seconds: float) -> None:
+        """Extend the lease (the keeper's thread); notes a cancel request."""
+        with self.lock:
+            until = time.time() + lease_seconds
+            if self.engine.store.renew_lease(self.run_id, self.owner, until):
+                self.cancel_requested = True
+            self.written_at = time.monotonic()
+
+    def _remember(self, stored: list[dict[str, Any]], finish: RunEnd | None) -> None:
+        """Keep ``record`` as the table now has it."""
         if self.record is None:
             return
-        if guard is not None:
-            self.record["last_seq"] = guard.last
+        self.record["last_seq"] = self.seq
         self.record.setdefault("steps", {}).update({step["step_id"]: step for step in stored})
         if stored:
             self.record["steps_completed"] = self.steps_completed
@@ -154,6 +218,105 @@ class _StoredRecorder:
             self.record.update(status=finish.status, completed_at=finish.completed_at)
             if finish.error:
                 self.record["error_message"] = finish.error
+
+
+class _Keeper:
+    """Holds a run's lease while a long step runs, and the queue message's visibility.
+
+    A thread wakes every third of the lease; when nothing was written for that long
+    (a batch write renews the lease on its own), it renews the lease and calls
+    ``keepalive`` so the message that carried the run stays invisible as long as the
+    lease lives. It stops when the run stops, or when the lease is lost.
+    """
+
+    def __init__(self, recorder: _StoredRecorder, lease_seconds: float,
+                 keepalive: Callable[[float], None] | None, wake: threading.Event) -> None:
+        self.recorder = recorder
+        self.lease_seconds = lease_seconds
+        self.keepalive = keepalive
+        self.wake = wake
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
+
+    def __enter__(self) -> _Keeper:
+        self._keep_message()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=5)
+
+    def _keep_message(self) -> None:
+        if self.keepalive is None:
+            return
+        try:
+            self.keepalive(self.lease_seconds + LEASE_GRACE_SECONDS)
+        except Exception:  # noqa: BLE001 - the lease, not the message, guards the run
+            logger.warning("message visibility not extended", exc_info=True,
+                           extra={"run_id": self.recorder.run_id})
+
+    def _loop(self) -> None:
+        period = self.lease_seconds / 3
+        while not self.stopping.wait(period / 2):
+            if time.monotonic() - self.recorder.written_at < period:
+                continue
+            try:
+                self.recorder.renew(self.lease_seconds)
+            except LeaseLostError:
+                logger.warning("lease lost", extra={"run_id": self.recorder.run_id})
+                return
+            except StepstreamError:
+                logger.warning("lease not renewed", exc_info=True,
+                               extra={"run_id": self.recorder.run_id})
+                continue
+            if self.recorder.cancel_requested:
+                self.wake.set()
+            self._keep_message()
+
+
+class _RunControl:
+    """The runner's ``Control`` for one run: its recorder's cancel flag and a time budget."""
+
+    def __init__(self, recorder: _StoredRecorder, budget: Budget | None,
+                 wake: threading.Event) -> None:
+        self.recorder = recorder
+        self.budget = budget or Budget()
+        self.wake = wake
+
+    @property
+    def worked(self) -> bool:
+        return self.budget.worked
+
+    @worked.setter
+    def worked(self, value: bool) -> None:
+        self.budget.worked = value
+
+    def cancelled(self) -> bool:
+        return self.recorder.cancel_requested
+
+    def time_left(self) -> float | None:
+        return self.budget.time_left()
+
+    def wait(self, seconds: float) -> None:
+        self.wake.wait(seconds)
+
+
+class Budget:
+    """The time one invocation may spend on runs, shared by the runs of its batch.
+
+    Args:
+        remaining: Seconds left in the invocation (Lambda's context); None: no limit.
+    """
+
+    def __init__(self, remaining: Callable[[], float] | None = None) -> None:
+        self.remaining = remaining
+        # Whether a step ran yet in this invocation: until one has, nothing is handed on.
+        self.worked = False
+
+    def time_left(self) -> float | None:
+        """Seconds left, or None."""
+        return None if self.remaining is None else self.remaining()
 
 
 @functools.lru_cache(maxsize=PARSED_WORKFLOWS)
@@ -259,9 +422,14 @@ class Engine:
         return tokens.stream_url(settings.stream_url, settings.stream_token_secret, run_id)
 
     def create_run(
-        self, workflow_id: str, data: Any, headers: dict[str, str] | None, status: str
+        self, workflow_id: str, data: Any, headers: dict[str, str] | None, status: str,
+        run_id: str | None = None,
     ) -> dict[str, Any]:
-        """Store a new run of ``workflow_id`` with input ``data`` in ``status``."""
+        """Store a new run of ``workflow_id`` with input ``data`` in ``status``.
+
+        ``run_id`` is the new run's id when the caller chose it (an idempotency key
+        reserved it first); otherwise a fresh one.
+        """
         size = len(_json.dumps(data))
         if size > MAX_INPUT_BYTES:
             raise InputTooLargeError(
@@ -270,7 +438,7 @@ class Engine:
         record = self.store.get_workflow(workflow_id)
         workflow = _parsed(record["yaml_content"])
         run = {
-            "run_id": str(uuid.uuid4()),
+            "run_id": run_id or str(uuid.uuid4()),
             "workflow_id": workflow_id,
             "workflow_name": workflow.name,
             "status": status,
@@ -283,49 +451,130 @@ class Engine:
             "created_at": now_iso(),
         }
         if status == "running":
-            run["started_at"] = run["created_at"]
+            # Created running: this process holds the run, as a claim would give it.
+            run.update(started_at=run["created_at"], lease_owner=str(uuid.uuid4()),
+                       lease_until=time.time() + self.settings.lease_seconds, attempt=1)
         self.store.put_run(run)
         return run
 
-    def enqueue_run(self, run_id: str) -> None:
-        """Send a queued run to the executor; if the queue refuses, the run is failed."""
-        body = _json.dumps({"run_id": run_id})
+    def enqueue_run(self, run_id: str, delay: float = 0, reason: str = "start") -> None:
+        """Send a run to the executor, ``delay`` seconds from now.
+
+        Raises:
+            StorageError: The queue refused; a run that was to start is failed.
+        """
+        body = _json.dumps({"run_id": run_id, "reason": reason})
+        seconds = max(0, min(MAX_QUEUE_DELAY_SECONDS, math.ceil(delay)))
         try:
-            self.sqs.send_message(QueueUrl=self.settings.run_queue_url, MessageBody=body)
+            self.sqs.send_message(QueueUrl=self.settings.run_queue_url, MessageBody=body,
+                                  DelaySeconds=seconds)
         except ClientError as exc:
-            self._abort(_StoredRecorder(self, run_id), "the run could not be queued")
+            if reason == "start":
+                self.fail_run(run_id, "the run could not be queued")
             raise StorageError("the run queue refused the run") from exc
 
-    def execute_run(self, run_id: str, run: dict[str, Any] | None = None) -> dict[str, Any] | None:
-        """Run a stored run to its end; None if another executor already has it.
+    def execute_run(
+        self,
+        run_id: str,
+        run: dict[str, Any] | None = None,
+        budget: Budget | None = None,
+        keepalive: Callable[[float], None] | None = None,
+    ) -> dict[str, Any] | None:
+        """Take a run and execute it, to its end or until it must wait; see ``Claim``.
+
+        A run that another executor holds, or that waits for a retry, is left alone;
+        a message is sent to look again when it may be taken (so a run whose executor
+        died is taken up even if that executor's message was lost). A run that has
+        ended gets its terminal event written if a crash left it unwritten.
 
         Args:
             run_id: The run.
             run: The run's record when the caller created it ``running`` itself;
-                otherwise the run is claimed from ``queued`` first.
+                otherwise the run is claimed first.
+            budget: The invocation's time; a run handed on for lack of it is queued.
+            keepalive: Extends the visibility of the message that carried the run,
+                by the given seconds, while the lease is renewed.
+
+        Returns:
+            The run's record as this executor left it; None if it did not execute it.
 
         Raises:
             NotFoundError: No such run.
         """
-        run = run or self.store.claim_run(run_id, now_iso())
         if run is None:
-            logger.info("run already taken", extra={"run_id": run_id})
-            return None
-        recorder = _StoredRecorder(self, run_id, {"steps": {}, **run})
-        try:
-            workflow: Workflow = _parsed(run["yaml_content"])
-            recorder.blocking = frozenset(step.id for step in workflow.steps if may_block(step))
-            trigger = {"body": run["trigger_data"], "headers": run.get("trigger_headers", {})}
-            run_workflow(workflow, run_id, trigger, recorder)
-        except Exception as exc:
-            # Whatever broke (storage refusing an item, a definition that no longer
-            # parses), the run must not stay "running" with nobody working on it.
-            logger.exception("run aborted", extra={"run_id": run_id})
-            self._abort(recorder, f"the run could not go on: {type(exc).__name__}: {exc}")
-            return self.store.get_run(run_id)
+            claim = self.store.claim_run(run_id, str(uuid.uuid4()), time.time(),
+                                         self.settings.lease_seconds)
+            if claim.state != "claimed":
+                self._pass_over(run_id, claim)
+                return None
+            run = claim.record
+        seq = run.get("last_seq", 0)
+        if int(run.get("attempt", 1)) > 1 or seq:
+            seq = max(seq, self.store.last_event_seq(run_id))
+        recorder = _StoredRecorder(self, run_id, run["lease_owner"], {"steps": {}, **run}, seq)
+        wake = threading.Event()
+        with _Keeper(recorder, self.settings.lease_seconds, keepalive, wake):
+            try:
+                self._execute(run, recorder, _RunControl(recorder, budget, wake))
+            except LeaseLostError:
+                # Another executor has the run now (this one was too slow to renew):
+                # what this one did not record, that one does again.
+                logger.warning("run taken over", extra={"run_id": run_id})
+                return None
+            except Exception as exc:
+                # Whatever broke (storage refusing an item, a definition that no longer
+                # parses), the run must not stay "running" with nobody working on it.
+                logger.exception("run aborted", extra={"run_id": run_id})
+                self._abort(recorder, f"the run could not go on: {type(exc).__name__}: {exc}")
+                return self.store.get_run(run_id)
         # The recorder kept the record as it wrote it: no read after the run.
         assert recorder.record is not None
         return recorder.record
+
+    def _execute(self, run: dict[str, Any], recorder: _StoredRecorder,
+                 control: _RunControl) -> None:
+        run_id = run["run_id"]
+        workflow: Workflow = _parsed(run["yaml_content"])
+        recorder.blocking = frozenset(step.id for step in workflow.steps if may_block(step))
+        trigger = {"body": run["trigger_data"], "headers": run.get("trigger_headers", {})}
+        resume = None
+        if run.get("checkpoint"):
+            results = run.get("steps") or {}
+            recorder.restore(results, int(run.get("steps_completed", 0)))
+            resume = Resume(Checkpoint.from_dict(run["checkpoint"]), results,
+                            run.get("resume_reason") or "recovered", int(run.get("attempt", 1)))
+        outcome = run_workflow(workflow, run_id, trigger, recorder, control, resume)
+        if outcome.status != "suspended":
+            return
+        wake_at = outcome.wake_at
+        recorder.flush(release=Release(outcome.reason or "continuation", wake_at))
+        delay = max(0.0, (wake_at or 0) - time.time())
+        self.enqueue_run(run_id, delay, outcome.reason or "continuation")
+        logger.info("run handed on", extra={"run_id": run_id, "reason": outcome.reason,
+                                            "delay": round(delay, 3)})
+
+    def _pass_over(self, run_id: str, claim: Claim) -> None:
+        """Leave a run this executor cannot take; make sure someone looks again."""
+        if claim.state == "finished":
+            self._repair_end(claim.record)
+            return
+        # Busy: if its executor dies, this message is the one that finds it. Waiting:
+        # its wake-up message is on its way, but this one may be the only one left.
+        logger.info("run not taken", extra={"run_id": run_id, "state": claim.state,
+                                            "look_again_in": round(claim.wait, 3)})
+        self.enqueue_run(run_id, claim.wait + 1, "check")
+
+    def _repair_end(self, record: dict[str, Any]) -> None:
+        """Write a finished run's terminal event if a crash left it out of the log."""
+        end_event, last_seq = record.get("end_event"), int(record.get("last_seq", 0))
+        run_id = record["run_id"]
+        if not end_event or self.store.last_event_seq(run_id) >= last_seq:
+            return
+        event = _json.loads(end_event)
+        self.store.put_events(run_id, [(event["seq"], event["type"], end_event)])
+        if self.publisher is not None:
+            self.publisher.publish_many(run_id, [(event["seq"], end_event)])
+        logger.warning("terminal event repaired", extra={"run_id": run_id})
 
     def _abort(self, recorder: _StoredRecorder, error: str) -> None:
         """Best effort: mark the run failed and end its stream with ``run_failed``."""
@@ -334,11 +583,76 @@ class Engine:
         except Exception:  # noqa: BLE001 - already failing; the log has the first error
             logger.exception("run could not be marked failed", extra={"run_id": recorder.run_id})
 
+    def fail_run(self, run_id: str, error: str) -> bool:
+        """Fail a run that has not ended, whoever holds it; False if it had ended.
+
+        For runs nobody can finish: the queue refused them, or their message went to
+        the dead-letter queue. An executor still working on it loses its lease.
+        """
+        claim = self.store.claim_run(run_id, str(uuid.uuid4()), time.time(),
+                                     self.settings.lease_seconds, mode="force")
+        if claim.state != "claimed":
+            return False
+        self._end_as(claim.record, "run_failed", "failed", error)
+        return True
+
+    def _end_as(self, run: dict[str, Any], event_type: str, status: str,
+                error: str | None) -> _StoredRecorder:
+        run_id = run["run_id"]
+        seq = max(int(run.get("last_seq", 0)), self.store.last_event_seq(run_id))
+        recorder = _StoredRecorder(self, run_id, run["lease_owner"], run, seq)
+        recorder.emit(event_type, {"status": status, "error": error,
+                                   "steps_completed": int(run.get("steps_completed", 0)),
+                                   "total_steps": int(run.get("total_steps", 0))})
+        return recorder
+
+    def cancel_run(self, run_id: str) -> dict[str, Any]:
+        """Cancel a run that has not ended.
+
+        A run no executor is working on (queued, or waiting to retry) is cancelled
+        here and now. A run in progress is asked to stop: its executor ends it with
+        ``run_cancelled`` before its next step, and never interrupts a step midway.
+
+        Returns:
+            The run's record: ``cancelled``, or still ``running`` with ``cancel_requested``.
+
+        Raises:
+            NotFoundError: No such run.
+            RunStateError: It has ended already.
+        """
+        claim = self.store.claim_run(run_id, str(uuid.uuid4()), time.time(),
+                                     self.settings.lease_seconds, mode="cancel")
+        if claim.state == "claimed":
+            recorder = self._end_as(claim.record, "run_cancelled", "cancelled", None)
+            assert recorder.record is not None
+            return recorder.record
+        if claim.state == "finished":
+            status = claim.record.get("status")
+            raise RunStateError(f"run {run_id} is {status}; it cannot be cancelled")
+        return self.store.request_cancel(run_id)
+
+    def redrive_run(self, run_id: str) -> dict[str, Any]:
+        """Queue a failed run to go on from the step that failed, earlier outputs kept.
+
+        Raises:
+            NotFoundError: No such run.
+            RunStateError: It has not failed.
+        """
+        record = self.store.requeue_failed(run_id)
+        self.enqueue_run(run_id, 0, "redrive")
+        return record
+
     def run_inline(
-        self, workflow_id: str, data: Any, headers: dict[str, str] | None
+        self, workflow_id: str, data: Any, headers: dict[str, str] | None,
+        run_id: str | None = None, budget: Budget | None = None,
     ) -> dict[str, Any]:
-        """Create a run and execute it in this process (sync ``execute``, webhooks)."""
-        run = self.create_run(workflow_id, data, headers, "running")
-        finished = self.execute_run(run["run_id"], run)
-        assert finished is not None  # a run this call created as running is its own
-        return finished
+        """Create a run and execute it in this process (sync ``execute``, webhooks).
+
+        A run that must wait (a long retry backoff) or outlasts ``budget`` goes on
+        in the executor; the record returned is then still ``running``.
+        """
+        run = self.create_run(workflow_id, data, headers, "running", run_id)
+        # If this process dies mid-run, this message finds the run once its lease ends.
+        self.enqueue_run(run["run_id"], self.settings.lease_seconds + 1, "check")
+        finished = self.execute_run(run["run_id"], run, budget)
+        return finished or self.store.get_run(run["run_id"])

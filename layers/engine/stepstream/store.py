@@ -6,7 +6,8 @@ Three tables, all created from ``template.yaml``:
   ``path#<trigger_path>`` guard item makes trigger paths unique, written in the
   same transaction as the workflow so neither exists without the other.
 - runs (key ``run_id``): one item per run, with each step's result in the ``steps``
-  map and ``last_seq``, the guard of its batches of events (see ``SeqGuard``); GSIs
+  map, the runner's ``checkpoint``, ``last_seq`` (the highest seq it has recorded) and
+  its lease (``lease_owner``, ``lease_until``: see ``claim_run``); GSIs
   ``by_workflow`` and ``by_created`` list runs newest first.
 - events (key ``run_id`` + ``seq``): each run's events in order, ``seq`` dense from 1.
 
@@ -17,13 +18,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
 
 from stepstream import _json
-from stepstream.errors import ConflictError, NotFoundError, StorageError
+from stepstream.errors import (
+    ConflictError,
+    LeaseLostError,
+    NotFoundError,
+    RunStateError,
+    StepstreamError,
+    StorageError,
+)
 
 # Stored step results past this many bytes of JSON keep a summary of their output.
 STEP_OUTPUT_LIMIT = 32_768
@@ -33,15 +42,16 @@ MAX_BATCH_ITEMS = 25
 BATCH_ATTEMPTS = 5
 BATCH_BACKOFF_SECONDS = 0.05
 # Run attributes that are JSON text in DynamoDB and data in the API.
-_JSON_ATTRIBUTES = ("trigger_data", "trigger_headers", "step_order")
+_JSON_ATTRIBUTES = ("trigger_data", "trigger_headers", "step_order", "checkpoint")
+FINISHED = frozenset({"completed", "failed", "cancelled"})
 
 
 def _s(value: str) -> dict[str, str]:
     return {"S": value}
 
 
-def _n(value: int) -> dict[str, str]:
-    return {"N": str(value)}
+def _n(value: float) -> dict[str, str]:
+    return {"N": repr(value) if isinstance(value, float) else str(value)}
 
 
 def _plain(item: dict[str, Any]) -> dict[str, Any]:
@@ -50,7 +60,7 @@ def _plain(item: dict[str, Any]) -> dict[str, Any]:
     for key, typed in item.items():
         (kind, value), = typed.items()
         if kind == "N":
-            out[key] = int(value)
+            out[key] = float(value) if "." in value or "e" in value.lower() else int(value)
         elif kind == "M":
             out[key] = {k: _json.loads(v["S"]) for k, v in value.items()}
         elif kind == "NULL":
@@ -78,22 +88,56 @@ class RunEnd:
 
 
 @dataclass(frozen=True)
-class SeqGuard:
-    """Who writes a run's events: the writer whose view of ``last_seq`` is current.
-
-    A batch of events is written without a condition per event (BatchWriteItem has
-    none), so the run's record guards it: the writer moves the record's ``last_seq``
-    from ``previous`` to ``last`` on the condition that it still is ``previous``.
-    A second writer of the same run, whose view is stale, is refused there, before
-    any of its events is written.
+class Release:
+    """A run let go of by its executor, to be taken up from the queue.
 
     Attributes:
-        previous: The ``last_seq`` this writer last set (0: none yet).
-        last: The highest seq of the batch about to be written.
+        reason: Why: ``continuation`` or ``retry_wait`` (shown by ``run_resumed``).
+        wake_at: Not before this (``time.time()``) may an executor take it up, if set.
     """
 
-    previous: int
-    last: int
+    reason: str
+    wake_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What one write of a run's record carries (see ``Store.save_progress``).
+
+    Attributes:
+        steps: Step results, at most one per step id.
+        steps_completed: The run's count of decided steps.
+        last_seq: The highest seq of the run's events recorded so far.
+        checkpoint: The runner's position, if it has one.
+        finish: The run's end, if it ended.
+        end_event: With ``finish``: the terminal event's JSON, kept to repair a crash
+            between the write of the record and the write of that event.
+        release: The executor lets the run go (see ``Release``).
+    """
+
+    steps: list[dict[str, Any]]
+    steps_completed: int
+    last_seq: int
+    checkpoint: dict[str, Any] | None = None
+    finish: RunEnd | None = None
+    end_event: str | None = None
+    release: Release | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What came of trying to take a run (``Store.claim_run``).
+
+    Attributes:
+        state: ``claimed``; ``finished`` (it has ended); ``busy`` (another executor's
+            lease is live); ``waiting`` (it may not go on before ``wake_at``).
+        record: The run: as claimed, or as found.
+        wait: For ``busy`` and ``waiting``: seconds until it may be taken.
+    """
+
+    state: str
+    record: dict[str, Any]
+    wait: float = 0.0
 
 
 def _bounded(step: dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -130,6 +174,16 @@ class _Update:
         if self.condition:
             parameters["ConditionExpression"] = self.condition
         return parameters
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+def _lease_update(until: float) -> _Update:
+    update = _Update()
+    update.set("lease_until", ":until", _n(until))
+    return update
 
 
 def _storage_error(action: str, exc: ClientError) -> StorageError:
@@ -244,7 +298,7 @@ class Store:
         for key, value in record.items():
             if key in _JSON_ATTRIBUTES:
                 item[key] = _s(_json.dumps(value))
-            elif isinstance(value, int):
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
                 item[key] = _n(value)
             elif value is not None:
                 item[key] = _s(str(value))
@@ -257,91 +311,211 @@ class Store:
             raise NotFoundError("run", run_id)
         return _run_record(item["Item"])
 
-    def claim_run(self, run_id: str, started_at: str) -> dict[str, Any] | None:
-        """Move a queued run to ``running`` and return it; None if it is not queued.
+    def claim_run(
+        self, run_id: str, owner: str, now: float, lease_seconds: float, mode: str = "run"
+    ) -> Claim:
+        """Take a run for ``owner`` with a lease of ``lease_seconds``; see ``Claim``.
 
-        One conditional write does it all: no read before (the condition decides who
-        takes the run) and none after (the write returns the item).
+        The lease is the one rule that keeps two executors off one run: a run is
+        taken only when it is ``queued``, or ``running`` with no live lease
+        (``lease_until`` past: its executor died or let it go) and no wake time ahead.
+        One conditional write decides it, so of two executors claiming at once exactly
+        one wins. The winner renews the lease while it works (``renew_lease``), and
+        every write of its progress is conditional on still holding it, so an executor
+        that lost its lease cannot record anything after the moment it lost it.
+
+        Args:
+            run_id: The run.
+            owner: A token unique to this claim.
+            now: The current ``time.time()``.
+            lease_seconds: How long the lease lasts unless renewed.
+            mode: ``run`` (above); ``cancel`` also takes a run waiting to wake;
+                ``force`` takes any run that has not ended, lease or not.
 
         Raises:
             NotFoundError: There is no such run (a message naming a run that never was).
         """
+        conditions = {
+            "run": "#status = :queued OR (#status = :running AND "
+                   "(attribute_not_exists(lease_until) OR lease_until < :now) AND "
+                   "(attribute_not_exists(wake_at) OR wake_at <= :now))",
+            "cancel": "#status = :queued OR (#status = :running AND "
+                      "(attribute_not_exists(lease_until) OR lease_until < :now))",
+            "force": "#status IN (:queued, :running)",
+        }
+        values = {":running": _s("running"), ":queued": _s("queued"), ":me": _s(owner),
+                  ":until": _n(now + lease_seconds), ":at": _s(_iso(now)), ":zero": _n(0),
+                  ":one": _n(1)}
+        if mode != "force":
+            values[":now"] = _n(now)
         try:
             answer = self.client.update_item(
                 TableName=self.runs_table,
                 Key={"run_id": _s(run_id)},
-                UpdateExpression="SET #status = :running, started_at = :at",
-                ConditionExpression="#status = :queued",
+                UpdateExpression="SET #status = :running, lease_owner = :me, lease_until = :until, "
+                "started_at = if_not_exists(started_at, :at), "
+                "attempt = if_not_exists(attempt, :zero) + :one REMOVE wake_at, resume_reason",
+                ConditionExpression=conditions[mode],
                 ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={
-                    ":running": _s("running"), ":queued": _s("queued"), ":at": _s(started_at)
-                },
-                ReturnValues="ALL_NEW",
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_OLD",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                if "Item" not in exc.response:
-                    raise NotFoundError("run", run_id) from exc
-                return None
-            raise _storage_error("the run claim", exc) from exc
-        return _run_record(answer["Attributes"])
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise _storage_error("the run claim", exc) from exc
+            if "Item" not in exc.response:
+                raise NotFoundError("run", run_id) from exc
+            return self._refusal(_run_record(exc.response["Item"]), now)
+        record = _run_record(answer["Attributes"])
+        record.update(status="running", lease_owner=owner, lease_until=now + lease_seconds,
+                      attempt=int(record.get("attempt", 0)) + 1)
+        record.setdefault("started_at", _iso(now))
+        return Claim("claimed", record)
 
-    def put_steps(
-        self,
-        run_id: str,
-        steps: list[dict[str, Any]],
-        steps_completed: int,
-        finish: RunEnd | None = None,
-        guard: SeqGuard | None = None,
-    ) -> list[dict[str, Any]]:
-        """Record step results (one per step id), the run's end, and a batch's guard.
+    @staticmethod
+    def _refusal(record: dict[str, Any], now: float) -> Claim:
+        if record.get("status") not in ("queued", "running"):
+            return Claim("finished", record)
+        lease_until = float(record.get("lease_until") or 0)
+        if lease_until >= now:
+            return Claim("busy", record, lease_until - now)
+        return Claim("waiting", record, max(0.0, float(record.get("wake_at") or 0) - now))
 
-        One write for all of them. A run's steps share one item (DynamoDB's limit:
-        400 KB), so an output larger than ``STEP_OUTPUT_LIMIT`` bytes of JSON is stored
-        as a marked, bounded summary.
-
-        Args:
-            run_id: The run.
-            steps: Step results, at most one per step id.
-            steps_completed: The run's count of decided steps (stored with results).
-            finish: The run's end, if it ended.
-            guard: Claims the next batch of events for this writer (see ``SeqGuard``).
-
-        Returns:
-            The results as stored (bounded).
+    def renew_lease(self, run_id: str, owner: str, until: float) -> bool:
+        """Extend ``owner``'s lease of a run; returns whether a cancel was requested.
 
         Raises:
-            StorageError: DynamoDB refused, or ``guard`` found another writer's seq.
+            LeaseLostError: Another owner holds the run now.
         """
-        stored = [_bounded(step) for step in steps]
-        update = _Update()
+        return self._owned_update(run_id, owner, _lease_update(until), "the lease renewal")
+
+    def save_progress(self, run_id: str, owner: str, progress: Progress,
+                      lease_until: float) -> tuple[list[dict[str, Any]], bool]:
+        """Record a run's progress in one write, if ``owner`` still holds its lease.
+
+        Step results, the checkpoint, ``last_seq`` and the end (or the release) of
+        the run go together, and the lease is extended on the way. A run's steps share
+        one item (DynamoDB's limit: 400 KB), so an output larger than
+        ``STEP_OUTPUT_LIMIT`` bytes of JSON is stored as a marked, bounded summary.
+
+        Returns:
+            The step results as stored (bounded), and whether a cancel was requested.
+
+        Raises:
+            LeaseLostError: Another owner holds the run now; nothing was written.
+            StorageError: DynamoDB refused.
+        """
+        stored = [_bounded(step) for step in progress.steps]
+        finish, release = progress.finish, progress.release
+        # A run that ends, or is let go, frees its lease with the same write.
+        update = _lease_update(0 if finish or release else lease_until)
         for n, (step, text) in enumerate(stored):
             update.set(f"steps.#s{n}", f":s{n}", _s(text), {f"#s{n}": step["step_id"]})
-        if steps:
-            update.set("steps_completed", ":done", _n(steps_completed))
+        update.set("steps_completed", ":done", _n(progress.steps_completed))
+        update.set("last_seq", ":last", _n(progress.last_seq))
+        if progress.checkpoint is not None:
+            update.set("checkpoint", ":checkpoint", _s(_json.dumps(progress.checkpoint)))
         if finish is not None:
             update.set("#status", ":status", _s(finish.status), {"#status": "status"})
             update.set("completed_at", ":at", _s(finish.completed_at))
             if finish.error:
                 update.set("error_message", ":error", _s(finish.error))
-        if guard is not None:
-            update.set("last_seq", ":last", _n(guard.last))
-            update.condition = ("last_seq = :previous" if guard.previous
-                                else "attribute_not_exists(last_seq)")
-            if guard.previous:
-                update.values[":previous"] = _n(guard.previous)
-        if update.assignments:
+            if progress.end_event is not None:
+                update.set("end_event", ":end", _s(progress.end_event))
+        if release is not None:
+            update.set("resume_reason", ":reason", _s(release.reason))
+            if release.wake_at is not None:
+                update.set("wake_at", ":wake", _n(release.wake_at))
+        cancelled = self._owned_update(run_id, owner, update, f"the progress of run {run_id}")
+        return [step for step, _text in stored], cancelled
+
+    def _owned_update(self, run_id: str, owner: str, update: _Update, what: str) -> bool:
+        """Apply ``update`` if ``owner`` holds the run; True if a cancel was requested.
+
+        The first try also asks that no cancel be pending; when one is, the update is
+        applied without that condition and the caller is told.
+        """
+        update.values[":owner"] = _s(owner)
+        for check_cancel in (True, False):
+            update.condition = "lease_owner = :owner" + (
+                " AND attribute_not_exists(cancel_requested)" if check_cancel else "")
             try:
-                self.client.update_item(TableName=self.runs_table,
-                                        Key={"run_id": _s(run_id)}, **update.parameters())
+                self.client.update_item(TableName=self.runs_table, Key={"run_id": _s(run_id)},
+                                        ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                                        **update.parameters())
             except ClientError as exc:
-                raise _storage_error(f"the progress of run {run_id}", exc) from exc
-        return [step for step, _text in stored]
+                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise _storage_error(what, exc) from exc
+                item = exc.response.get("Item", {})
+                if item.get("lease_owner", {}).get("S") != owner:
+                    raise LeaseLostError(f"run {run_id} has another executor now") from exc
+                continue  # ours, with a cancel pending
+            return not check_cancel
+        raise AssertionError("unreachable: the second try has no cancel condition")
+
+    def request_cancel(self, run_id: str) -> dict[str, Any]:
+        """Ask the executor of a running run to stop before its next step.
+
+        Raises:
+            RunStateError: The run is not running.
+        """
+        try:
+            answer = self.client.update_item(
+                TableName=self.runs_table, Key={"run_id": _s(run_id)},
+                UpdateExpression="SET cancel_requested = :yes",
+                ConditionExpression="#status = :running",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={":yes": {"BOOL": True}, ":running": _s("running")},
+                ReturnValues="ALL_NEW", ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            raise self._state_error("cancelled", run_id, exc) from exc
+        return _run_record(answer["Attributes"])
+
+    def requeue_failed(self, run_id: str) -> dict[str, Any]:
+        """Move a failed run back to ``queued`` to go on from its checkpoint (a redrive).
+
+        Raises:
+            RunStateError: The run has not failed.
+        """
+        try:
+            answer = self.client.update_item(
+                TableName=self.runs_table, Key={"run_id": _s(run_id)},
+                UpdateExpression="SET #status = :queued, resume_reason = :redrive "
+                "REMOVE completed_at, error_message, end_event, wake_at, lease_owner, "
+                "lease_until, cancel_requested",
+                ConditionExpression="#status = :failed",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={":queued": _s("queued"), ":failed": _s("failed"),
+                                           ":redrive": _s("redrive")},
+                ReturnValues="ALL_NEW", ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            raise self._state_error("redriven", run_id, exc) from exc
+        return _run_record(answer["Attributes"])
+
+    @staticmethod
+    def _state_error(action: str, run_id: str, exc: ClientError) -> StepstreamError:
+        if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            return _storage_error(f"the run {action} request", exc)
+        if "Item" not in exc.response:
+            return NotFoundError("run", run_id)
+        status = exc.response["Item"].get("status", {}).get("S", "unknown")
+        return RunStateError(f"run {run_id} is {status}; it cannot be {action}")
 
     def finish_run(self, run_id: str, status: str, completed_at: str, error: str | None) -> None:
-        """Record a run's terminal status."""
-        self.put_steps(run_id, [], 0, RunEnd(status, completed_at, error))
+        """Record a run's terminal status, whoever holds it (no events are written)."""
+        update = _Update()
+        update.set("#status", ":status", _s(status), {"#status": "status"})
+        update.set("completed_at", ":at", _s(completed_at))
+        if error:
+            update.set("error_message", ":error", _s(error))
+        try:
+            self.client.update_item(TableName=self.runs_table, Key={"run_id": _s(run_id)},
+                                    **update.parameters())
+        except ClientError as exc:
+            raise _storage_error(f"the end of run {run_id}", exc) from exc
 
     def list_runs(
         self, workflow_id: str | None, status: str | None, page: int, page_size: int
@@ -371,7 +545,11 @@ class Store:
     # -- events --------------------------------------------------------------------
 
     def put_event(self, run_id: str, seq: int, event_type: str, data: str) -> None:
-        """Append one event; a second write of the same ``seq`` is refused, not doubled."""
+        """Append one event; a second write of the same ``seq`` is refused, not doubled.
+
+        Raises:
+            LeaseLostError: The seq is taken: another executor writes this run now.
+        """
         try:
             self.client.put_item(
                 TableName=self.events_table,
@@ -380,14 +558,17 @@ class Store:
                 ConditionExpression="attribute_not_exists(seq)",
             )
         except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise LeaseLostError(f"event {seq} of run {run_id} is written already") from exc
             raise _storage_error(f"event {seq} of run {run_id}", exc) from exc
 
     def put_events(self, run_id: str, events: list[tuple[int, str, str]]) -> None:
         """Append ``(seq, type, data)`` events: one conditional put, or batches of 25.
 
         One event is written as ``put_event`` writes it. Several go in BatchWriteItem
-        requests, which take no condition: the caller guards their seqs first (see
-        ``SeqGuard``). Items DynamoDB leaves unprocessed are sent again, with backoff.
+        requests, which take no condition: only the holder of the run's lease writes
+        them (see ``claim_run``). Items DynamoDB leaves unprocessed are sent again,
+        with backoff.
         """
         if len(events) == 1:
             self.put_event(run_id, *events[0])
@@ -412,6 +593,16 @@ class Store:
                 return
             time.sleep(BATCH_BACKOFF_SECONDS * 2**attempt)
         raise StorageError(f"DynamoDB left {what} unprocessed {BATCH_ATTEMPTS} times")
+
+    def last_event_seq(self, run_id: str) -> int:
+        """The highest seq stored for ``run_id`` (0: none)."""
+        result = self.client.query(
+            TableName=self.events_table,
+            KeyConditionExpression="run_id = :run",
+            ExpressionAttributeValues={":run": _s(run_id)},
+            ProjectionExpression="seq", ScanIndexForward=False, Limit=1,
+        )
+        return int(result["Items"][0]["seq"]["N"]) if result["Items"] else 0
 
     def events_after(self, run_id: str, after: int, limit: int = 500) -> list[dict[str, Any]]:
         """Up to ``limit`` events of ``run_id`` with ``seq > after``, in order."""

@@ -1,18 +1,21 @@
 """``http``: call a URL and hand its status, JSON (or text) body and headers on.
 
-A response of any status completes the step (workflows branch on ``status_code``);
-a request that gets no response (refused, timed out, bad URL) fails it.
+A response whose status the step accepts completes it: 1xx-3xx by default, or what
+``accept_status`` lists (``any`` accepts every response, as the original service did).
+Another status fails the step with kind ``http_status``; a request that gets no
+response fails it with kind ``network`` or ``timeout``. Either way the step's
+``retry`` and ``on_error`` decide what happens next, and a failed step's response is
+still readable (``{step.status_code}``, ``{step.body}``) beside ``{step.error}``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
+from stepstream import policy
 from stepstream.errors import StepError
 from stepstream.nodes._context import StepContext
-from stepstream.nodes._http import client
+from stepstream.nodes._http import send
 from stepstream.templates import to_text
 
 
@@ -24,33 +27,14 @@ def _request_body(body: Any) -> dict[str, Any]:
     return {"content": to_text(body)}
 
 
-def _response_body(response: httpx.Response) -> Any:
-    if not response.content:
-        return ""
-    try:
-        return response.json()
-    except ValueError:
-        return response.text
-
-
 def run(ctx: StepContext) -> dict[str, Any]:
     """Send the request the step describes."""
     url = ctx.url("url")
     method = str(ctx.get("method", "GET")).upper()
     headers = {str(k): to_text(v) for k, v in (ctx.get("headers") or {}).items()}
-    try:
-        response = client().request(
-            method,
-            url,
-            headers=headers,
-            timeout=float(ctx.get("timeout", 30)),
-            **_request_body(ctx.get("body")),
-        )
-    except httpx.HTTPError as exc:
-        raise StepError(f"{method} {url} failed: {exc}", field="url") from exc
-    return {
-        "status_code": response.status_code,
-        "body": _response_body(response),
-        "headers": dict(response.headers),
-    }
-
+    reply = send(ctx, method, url, headers, **_request_body(ctx.get("body")))
+    output = {"status_code": reply.status_code, "body": reply.body(), "headers": reply.headers}
+    if not policy.accepts(ctx.step.config.get("accept_status"), reply.status_code):
+        raise StepError(f"{method} {url} answered {reply.status_code}", kind="http_status",
+                        status_code=reply.status_code, output=output, field="url")
+    return output

@@ -70,14 +70,34 @@ class _Coalescer:
         self.pending, self.size, self.since = [], 0, time.monotonic()
 
 
-def _streamed(request: dict[str, Any], report: Callable[[dict[str, Any]], None]) -> Any:
-    """Call the API in streaming mode, reporting the text as it comes, coalesced."""
+def _streamed(
+    request: dict[str, Any], report: Callable[[dict[str, Any]], None], ctx: StepContext
+) -> Any:
+    """Call the API in streaming mode, reporting the text as it comes, coalesced.
+
+    The step's deadline is checked between deltas: the SDK's timeout bounds each
+    wait, not the whole answer.
+    """
     coalescer = _Coalescer(report)
     with _anthropic().messages.stream(**request) as stream:
         for text in stream.text_stream:
             coalescer.add(text)
+            ctx.remaining()
         coalescer.flush()
         return stream.get_final_message()
+
+
+def _failure(exc: Exception) -> StepError:
+    """The step's error for an SDK exception, with the kind ``retry.on`` matches."""
+    import anthropic
+
+    if isinstance(exc, anthropic.APITimeoutError):
+        return StepError(f"Messages API call timed out: {exc}", kind="timeout", field="timeout")
+    if isinstance(exc, anthropic.APIConnectionError):
+        return StepError(f"Messages API unreachable: {exc}", kind="network", field="prompt")
+    status = getattr(exc, "status_code", None)
+    return StepError(f"Messages API call failed: {exc}", kind="api", status_code=status,
+                     field="prompt")
 
 
 def run(ctx: StepContext) -> dict[str, Any]:
@@ -95,13 +115,16 @@ def run(ctx: StepContext) -> dict[str, Any]:
         # anthropic 2.x's create() has no ``temperature`` argument (passing it is a
         # TypeError); the body carries it and the API accepts or refuses it.
         request["extra_body"] = {"temperature": float(ctx.get("temperature"))}
+    left = ctx.remaining()
+    if left is not None:
+        request["timeout"] = left
     try:
         if ctx.step.config.get("stream") and ctx.progress is not None:
-            message = _streamed(request, ctx.progress)
+            message = _streamed(request, ctx.progress, ctx)
         else:
             message = _anthropic().messages.create(**request)
     except anthropic.APIError as exc:
-        raise StepError(f"Messages API call failed: {exc}", field="prompt") from exc
+        raise _failure(exc) from exc
     content = "".join(block.text for block in message.content if block.type == "text")
     return {
         "content": content,

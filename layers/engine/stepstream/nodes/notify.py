@@ -10,11 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import httpx
-
 from stepstream.errors import StepError
 from stepstream.nodes._context import StepContext
-from stepstream.nodes._http import client
+from stepstream.nodes._http import send
 
 logger = logging.getLogger(__name__)
 
@@ -24,13 +22,12 @@ CHANNELS = frozenset({"log", "email", "slack", "webhook"})
 def _post_webhook(ctx: StepContext, url: str, payload: dict[str, Any]) -> int:
     if not url.startswith(("http://", "https://")):
         raise StepError(f"webhook needs an http(s) 'url', got {url!r}", field="url")
-    try:
-        response = client().post(url, json=payload, timeout=float(ctx.get("timeout", 30)))
-    except httpx.HTTPError as exc:
-        raise StepError(f"POST {url} failed: {exc}", field="url") from exc
-    if response.status_code >= 400:
-        raise StepError(f"POST {url} answered {response.status_code}", field="url")
-    return response.status_code
+    reply = send(ctx, "POST", url, {}, json=payload)
+    if reply.status_code >= 400:
+        raise StepError(f"POST {url} answered {reply.status_code}", kind="http_status",
+                        status_code=reply.status_code, field="url",
+                        output={"url": url, "status_code": reply.status_code})
+    return reply.status_code
 
 
 def run(ctx: StepContext) -> dict[str, Any]:
