@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from stepstream import Engine, Settings, run_view, workflow_view
 from stepstream.request_keys import start_once
+from stepstream.service import Budget
 
 logger = Logger(service="stepstream-api")
 # The request header that makes starting a run idempotent (see stepstream.request_keys).
@@ -134,16 +135,28 @@ def trigger(path: str) -> Response[dict[str, Any]]:
     headers = dict(app.current_event.headers or {})
 
     def start(run_id: str | None) -> dict[str, Any]:
-        return engine().run_inline(workflow_id, data, headers, run_id=run_id)
+        return engine().run_inline(workflow_id, data, headers, run_id=run_id, budget=_budget())
 
     run, replay = _start(workflow_id, data, start)
     return _json({**_run(run), "workflow_id": workflow_id}, status=200, headers=replay)
 
 
+def _budget() -> Budget:
+    """The time this request has left for a run (API Gateway waits 30 s at most)."""
+    context = app.lambda_context
+    return Budget(lambda: context.get_remaining_time_in_millis() / 1000)
+
+
 @app.post("/api/v1/runs/<workflow_id>/execute")
 def execute(workflow_id: str, body: RunInput) -> Response[dict[str, Any]]:
-    """Run a workflow in this request and return the finished run."""
-    return _json(_run(engine().run_inline(workflow_id, body.data, None)), status=201)
+    """Run a workflow in this request and return the finished run.
+
+    A run that cannot finish within the request (a long retry wait, or steps that
+    outlast it) goes on in the executor: it is returned ``running``, to be followed
+    on its ``stream_url``.
+    """
+    run = engine().run_inline(workflow_id, body.data, None, budget=_budget())
+    return _json(_run(run), status=201)
 
 
 @app.post("/api/v1/runs/<workflow_id>/execute-async", description=IDEMPOTENCY_DESCRIPTION)
@@ -167,6 +180,29 @@ def execute_async(workflow_id: str, body: RunInput) -> Response[dict[str, Any]]:
 def get_run(run_id: str) -> dict[str, Any]:
     """One run with its input and every step's status and output."""
     return _run(engine().store.get_run(run_id), detail=True)
+
+
+@app.post("/api/v1/runs/<run_id>/cancel")
+def cancel_run(run_id: str) -> Response[dict[str, Any]]:
+    """Cancel a run that has not ended.
+
+    A queued run, or one waiting to retry, ends ``cancelled`` at once (200). A run in
+    progress finishes the step it is in, then ends ``cancelled`` with a
+    ``run_cancelled`` event (202: the run is returned still ``running``, with
+    ``cancel_requested``). A run that has ended is a 409.
+    """
+    record = engine().cancel_run(run_id)
+    return _json(_run(record), status=200 if record["status"] == "cancelled" else 202)
+
+
+@app.post("/api/v1/runs/<run_id>/redrive")
+def redrive_run(run_id: str) -> Response[dict[str, Any]]:
+    """Run a failed run again from the step that failed, earlier steps' outputs kept.
+
+    The run is queued (202) and its stream goes on after its ``run_failed`` with a
+    ``run_resumed`` event. A run that has not failed is a 409.
+    """
+    return _json(_run(engine().redrive_run(run_id)), status=202)
 
 
 @app.get("/api/v1/runs")

@@ -333,8 +333,13 @@ class _Run:
         self.recorder.emit(event_type, {**data, **self.progress(), **extra})
 
     def skip(self, step: Step, error: str | None = None) -> None:
-        """Mark ``step`` passed over in this pass (once), and its output unreadable."""
-        self.passed.add(step.id)
+        """Mark ``step`` passed over in this pass (once), and its output unreadable.
+
+        A step the run ended without reaching (``error`` is ``NOT_REACHED``) is not
+        passed over: a redrive reaches it.
+        """
+        if error != NOT_REACHED:
+            self.passed.add(step.id)
         self.scope[step.id] = SKIPPED
         previous = self.last.get(step.id)
         if previous is None or previous.status != "skipped":
