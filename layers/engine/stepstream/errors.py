@@ -131,9 +131,16 @@ class ExpressionError(StepError):
 
 
 class StorageError(StepstreamError):
-    """DynamoDB, SQS or Redis refused or failed a request."""
+    """DynamoDB, SQS or Redis refused or failed a request.
 
-    retryable = True
+    Attributes:
+        retryable: Whether the same request may succeed later (throttling, a service
+            error); False when it never will (an item over DynamoDB's size limit).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class LeaseLostError(StepstreamError):

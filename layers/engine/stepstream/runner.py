@@ -51,7 +51,7 @@ from typing import Any, Protocol
 
 from stepstream import _json, policy
 from stepstream.definition import Step, Workflow
-from stepstream.errors import StepError, StepstreamError
+from stepstream.errors import LeaseLostError, StepError, StepstreamError, StorageError
 from stepstream.nodes import NODES, StepContext, may_block
 from stepstream.templates import SKIPPED
 
@@ -378,6 +378,10 @@ class _Run:
                 lambda partial: self.progressed(step, iteration, partial), deadline, iteration,
             )
             return NODES[step.type](context), None
+        except StepError as exc:
+            return None, _Failure.of(exc)
+        except (LeaseLostError, StorageError):
+            raise  # the recording of a step_progress failed, not the step
         except StepstreamError as exc:
             return None, _Failure.of(exc)
         except Exception as exc:  # noqa: BLE001 - a node's bug fails its step, never the run record

@@ -47,6 +47,8 @@ SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie", "x-api-key",
 SECRET_HEADER_WORDS = ("signature", "token", "secret", "password")
 # A queue message stays invisible this much longer than the lease it carries.
 LEASE_GRACE_SECONDS = 30.0
+# A message whose run met a passing storage failure comes back after this long.
+RETRY_MESSAGE_SECONDS = 2.0
 # SQS delays a message at most this long; a longer wait takes several hops.
 MAX_QUEUE_DELAY_SECONDS = 900
 # Run fields the API shows in lists and summaries, in the original's names.
@@ -244,8 +246,13 @@ class _Keeper:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop renewing (the run ended here, or is being let go)."""
         self.stopping.set()
-        self.thread.join(timeout=5)
+        if self.thread.is_alive():
+            self.thread.join(timeout=5)
 
     def _keep_message(self) -> None:
         if self.keepalive is None:
@@ -513,7 +520,7 @@ class Engine:
             seq = max(seq, self.store.last_event_seq(run_id))
         recorder = _StoredRecorder(self, run_id, run["lease_owner"], {"steps": {}, **run}, seq)
         wake = threading.Event()
-        with _Keeper(recorder, self.settings.lease_seconds, keepalive, wake):
+        with _Keeper(recorder, self.settings.lease_seconds, keepalive, wake) as keeper:
             try:
                 self._execute(run, recorder, _RunControl(recorder, budget, wake))
             except LeaseLostError:
@@ -521,6 +528,19 @@ class Engine:
                 # what this one did not record, that one does again.
                 logger.warning("run taken over", extra={"run_id": run_id})
                 return None
+            except StorageError as exc:
+                if not exc.retryable:
+                    logger.exception("run aborted", extra={"run_id": run_id})
+                    self._abort(recorder, f"the run could not go on: {exc}")
+                    return self.store.get_run(run_id)
+                # Storage failing for a moment must not fail the run for good: let it
+                # go, and let the message come back soon to take it up from its
+                # checkpoint (a sync run has its check message for that).
+                logger.warning("run interrupted by storage", exc_info=True,
+                               extra={"run_id": run_id})
+                keeper.stop()
+                self._let_go(recorder, keepalive)
+                raise
             except Exception as exc:
                 # Whatever broke (storage refusing an item, a definition that no longer
                 # parses), the run must not stay "running" with nobody working on it.
@@ -552,6 +572,16 @@ class Engine:
         self.enqueue_run(run_id, delay, outcome.reason or "continuation")
         logger.info("run handed on", extra={"run_id": run_id, "reason": outcome.reason,
                                             "delay": round(delay, 3)})
+
+    def _let_go(self, recorder: _StoredRecorder,
+                keepalive: Callable[[float], None] | None) -> None:
+        """Best effort: free the run's lease now and bring its message back soon."""
+        try:
+            self.store.renew_lease(recorder.run_id, recorder.owner, 0)
+            if keepalive is not None:
+                keepalive(RETRY_MESSAGE_SECONDS)
+        except Exception:  # noqa: BLE001 - the lease ends by itself; the message comes back
+            logger.warning("run not let go", exc_info=True, extra={"run_id": recorder.run_id})
 
     def _pass_over(self, run_id: str, claim: Claim) -> None:
         """Leave a run this executor cannot take; make sure someone looks again."""
@@ -601,9 +631,11 @@ class Engine:
         run_id = run["run_id"]
         seq = max(int(run.get("last_seq", 0)), self.store.last_event_seq(run_id))
         recorder = _StoredRecorder(self, run_id, run["lease_owner"], run, seq)
-        recorder.emit(event_type, {"status": status, "error": error,
-                                   "steps_completed": int(run.get("steps_completed", 0)),
-                                   "total_steps": int(run.get("total_steps", 0))})
+        done, total = int(run.get("steps_completed", 0)), int(run.get("total_steps", 0))
+        recorder.emit(event_type, {"status": status, "steps_completed": done,
+                                   "total_steps": total,
+                                   "progress": int(done * 100 / total) if total else 100,
+                                   "error": error})
         return recorder
 
     def cancel_run(self, run_id: str) -> dict[str, Any]:

@@ -44,6 +44,12 @@ BATCH_BACKOFF_SECONDS = 0.05
 # Run attributes that are JSON text in DynamoDB and data in the API.
 _JSON_ATTRIBUTES = ("trigger_data", "trigger_headers", "step_order", "checkpoint")
 FINISHED = frozenset({"completed", "failed", "cancelled"})
+# DynamoDB errors that a later try of the same request may not meet.
+_TRANSIENT_CODES = frozenset({
+    "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
+    "InternalServerError", "ServiceUnavailable", "TransactionConflictException",
+    "TransactionInProgressException", "LimitExceededException",
+})
 
 
 def _s(value: str) -> dict[str, str]:
@@ -188,7 +194,9 @@ def _lease_update(until: float) -> _Update:
 
 def _storage_error(action: str, exc: ClientError) -> StorageError:
     code = exc.response.get("Error", {}).get("Code", "Unknown")
-    return StorageError(f"DynamoDB refused {action}: {code}")
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    retryable = code in _TRANSIENT_CODES or status >= 500
+    return StorageError(f"DynamoDB refused {action}: {code}", retryable=retryable)
 
 
 class Store:
