@@ -18,9 +18,18 @@ step_progress   ... as step_started, plus text (an llm step's answer so far, coa
 step_completed  ... as step_started, plus output (bounded) and duration_ms
 step_failed     ... as step_started, plus error and duration_ms
 step_skipped    step_id, node_type, status, steps_completed, total_steps, progress
+step_retrying   ... as step_started (status retrying), plus attempt (the one that
+                failed, from 1), max_attempts, delay_seconds, error and error_kind
+run_resumed     status (running), reason (recovered, continuation, retry_wait or
+                redrive), attempt, steps_completed, total_steps, progress
 run_completed   status, steps_completed, total_steps, progress, error (null)
 run_failed      status, steps_completed, total_steps, progress, error
+run_cancelled   status, steps_completed, total_steps, progress, error (null or why)
 ==============  ===============================================================
+
+The last three are terminal, but a terminal event need not be a run's last one: a
+failed run that is redriven goes on in the same log (``run_failed``, then
+``run_resumed`` with reason ``redrive``, and so on to a new terminal event).
 """
 
 from __future__ import annotations
@@ -47,10 +56,13 @@ EVENT_TYPES = (
     "step_completed",
     "step_failed",
     "step_skipped",
+    "step_retrying",
+    "run_resumed",
     "run_completed",
     "run_failed",
+    "run_cancelled",
 )
-TERMINAL_TYPES = frozenset({"run_completed", "run_failed"})
+TERMINAL_TYPES = frozenset({"run_completed", "run_failed", "run_cancelled"})
 # A run's Redis stream lives this long after its last event; the table keeps all.
 REDIS_RETENTION_SECONDS = 24 * 3600
 REDIS_MAX_EVENTS = 10_000
@@ -131,11 +143,17 @@ async def _from_redis(
 async def follow(
     store: Store, run_id: str, after: int = 0, live: redis.asyncio.Redis | None = None
 ) -> AsyncIterator[dict[str, Any]]:
-    """Yield ``run_id``'s events with ``seq > after`` in order, until the terminal one.
+    """Yield ``run_id``'s events with ``seq > after`` in order, until the run's end.
 
     Replays the table, then follows new events on Redis (``live``) or, without
     Redis, by polling the table every ``POLL_INTERVAL_SECONDS``, backing off to
     ``POLL_MAX_INTERVAL_SECONDS`` while nothing happens.
+
+    The end is a terminal event that nothing follows. A redriven run goes on after
+    its ``run_failed``, so when a terminal event is the last one in hand, the table
+    is asked once what comes after it: nothing ends the iteration, anything else is
+    the next batch. A run redriven later still, after the iteration ended, is for
+    the reader's next request (the stream app tells a client at the end by a 204).
     """
     events = await _from_table(store, run_id, after)
     idle = POLL_INTERVAL_SECONDS
@@ -143,8 +161,11 @@ async def follow(
         for event in events:
             yield event
             after = event["seq"]
-            if event["type"] in TERMINAL_TYPES:
+        if events and events[-1]["type"] in TERMINAL_TYPES:
+            events = await _from_table(store, run_id, after)
+            if not events:
                 return
+            continue
         if live is not None:
             events = await _from_redis(live, run_id, after)
             if events:
