@@ -112,17 +112,25 @@ async def _frames(run_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
 
 
 async def _long_poll(run_id: str, after: int) -> list[dict[str, Any]]:
-    """The events after ``after`` available within the long-poll window."""
+    """The events after ``after`` available within the long-poll window.
+
+    A response ends on a terminal event only where ``follow`` ended, i.e. when the
+    table had nothing after it: a redriven run's ``run_failed`` is followed by more.
+    """
     events: list[dict[str, Any]] = []
     source = follow(store(), run_id, after, live())
-    wait = float(os.environ.get("LONG_POLL_SECONDS", LONG_POLL_SECONDS))
+    wait: float | None = float(os.environ.get("LONG_POLL_SECONDS", LONG_POLL_SECONDS))
     try:
-        while len(events) < LONG_POLL_MAX_EVENTS:
+        while True:
             event = await asyncio.wait_for(anext(source), timeout=wait)
             events.append(event)
             if event["type"] in TERMINAL_TYPES:
+                # Whether more follows is one table read away (follow asks): wait for it.
+                wait = None
+            elif len(events) >= LONG_POLL_MAX_EVENTS:
                 break
-            wait = LONG_POLL_LINGER_SECONDS
+            else:
+                wait = LONG_POLL_LINGER_SECONDS
     except (TimeoutError, StopAsyncIteration):
         pass
     finally:
@@ -153,18 +161,24 @@ def _refusal(request: Request, run_id: str) -> JSONResponse | None:
     return None
 
 
-async def _has_the_end(run_id: str, position: int) -> bool:
-    """Whether a client at ``position`` of a finished run already has its terminal event.
+async def _has_the_end(run: dict[str, Any], position: int) -> bool:
+    """Whether a client at ``position`` of a finished run already has its last event.
 
-    A run's record is final just before its last events are stored (they are written
-    in a batch after it), so "nothing stored after the client's position" may mean the
-    client is early, not done: what counts is the event at the position itself. A
-    client that claims a seq that is not stored (past the end) has everything too.
+    A run's record is final just before its terminal event is stored, so "nothing
+    stored after the client's position" may mean the client is early, not done: what
+    counts is the event at the position itself, which must be terminal and the last
+    one stored. A redriven run has a ``run_failed`` before its end; a client holding
+    it is not done if anything is stored after it, or if the record's ``last_seq``
+    (the highest seq the run has recorded, written before the terminal event) is past
+    it. A client that claims a seq that is not stored (past the end) has everything.
     """
-    if position < 1:
+    if position < 1 or run.get("last_seq", 0) > position:
         return False
-    found = await asyncio.to_thread(store().events_after, run_id, position - 1, 1)
-    return not found or (found[0]["seq"] == position and found[0]["type"] in TERMINAL_TYPES)
+    found = await asyncio.to_thread(store().events_after, run["run_id"], position - 1, 2)
+    if not found:
+        return True
+    held = found[0]
+    return len(found) == 1 and held["seq"] == position and held["type"] in TERMINAL_TYPES
 
 
 async def stream(request: Request) -> Response:
@@ -178,9 +192,10 @@ async def stream(request: Request) -> Response:
     except NotFoundError as exc:
         return JSONResponse({"detail": str(exc)}, status_code=404)
     position = _position(request)
-    if run.get("status") in FINISHED and await _has_the_end(run_id, position):
-        # The client has everything, terminal event included: 204 tells EventSource
-        # to stop reconnecting.
+    if run.get("status") in FINISHED and await _has_the_end(run, position):
+        # The client has everything, the last terminal event included: 204 tells
+        # EventSource to stop reconnecting. (A run redriven after this answer is
+        # queued or running again, so a later request follows it.)
         return Response(status_code=204)
     if buffered():
         return await _buffered_response(run_id, position)
