@@ -105,7 +105,14 @@ API_OPTION = click.option(
 @click.argument("run_id")
 @API_OPTION
 def watch_command(run_id: str, api: str) -> None:
-    """Follow a run live; the exit code is its outcome (0 completed, 1 failed)."""
+    """Follow a run live; the exit code is its outcome.
+
+    Exit codes: 0 completed, 1 failed (or no such run), 3 cancelled, 2 the stream
+    ended without telling the outcome.
+
+    A failed run redriven after the watch ended: watch it again to follow the
+    redrive (a watch replays the run from its start).
+    """
     with httpx.Client(base_url=api, timeout=30) as client:
         if client.get(f"/api/v1/runs/{run_id}").status_code == 404:
             raise click.ClickException(f"no run {run_id} at {api}")
@@ -134,7 +141,11 @@ def _workflow_id(client: httpx.Client, yaml_content: str) -> str:
 @click.option("--watch/--no-watch", "follow", default=True, help="Follow the run live.")
 @API_OPTION
 def run_command(file: Path, data: str, follow: bool, api: str) -> None:
-    """Register FILE (or reuse it) and run it on the queue, following it live."""
+    """Register FILE (or reuse it) and run it on the queue, following it live.
+
+    With --watch the exit code is the run's outcome, as for `stepstream watch`:
+    0 completed, 1 failed, 3 cancelled.
+    """
     try:
         payload = json.loads(data)
     except ValueError as exc:
