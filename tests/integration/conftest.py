@@ -1,4 +1,4 @@
-"""Clients for the local stack the integration tests share (tests/conftest.py starts it)."""
+"""Clients and a store for the local stack the integration tests share (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 from httpx_sse import connect_sse
 
+from stepstream import Settings
+from stepstream.store import Store
+from stepstream_local.stack import LocalStack
 from tests.conftest import WORKFLOWS
 
 
@@ -47,3 +51,10 @@ def sse_events(api: httpx.Client, run_id: str, **params: Any) -> list[dict[str, 
             data = json.loads(sse.data)
             events.append({"sse_id": sse.id, "sse_event": sse.event, **data})
     return events
+
+
+@pytest.fixture
+def store(stack: LocalStack) -> Store:
+    """A store on the stack's tables, to write runs and events as the engine would."""
+    settings = Settings.from_env()
+    return Store(settings.workflows_table, settings.runs_table, settings.events_table)

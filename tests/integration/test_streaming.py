@@ -1,4 +1,4 @@
-"""The SSE stream on the local stack: resuming, both modes, headers, heartbeats, clients."""
+"""The SSE stream on the local stack: resuming, modes, headers, clients, redrives, cancels."""
 
 from __future__ import annotations
 
@@ -6,15 +6,19 @@ import json
 import random
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from stepstream.store import Store
 from stepstream_local.stack import LocalStack
 from stepstream_local.watch import Follower
-from tests.integration.conftest import register, stream_url
+from tests.integration.conftest import register, sse_events, stream_url
 from tests.support.servers import MockHttpServer
 
 STEPSTREAM = Path(sys.executable).parent / "stepstream"
@@ -249,3 +253,206 @@ def test_watch_command_exits_with_the_runs_outcome(api: httpx.Client, slow_workf
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("step_completed") == SLOW_STEPS + 1
     assert missing.returncode == 1 and "no run" in missing.stderr
+
+
+# -- Redriven and cancelled runs, their events written to the table as the engine would --
+
+FETCH = {"step_id": "fetch", "node_type": "http", "iteration": 1}
+REDRIVEN = (
+    ("run_started", {"status": "running"}),
+    ("step_started", {**FETCH, "status": "running"}),
+    ("step_failed", {**FETCH, "status": "failed", "error": "HTTP 503", "duration_ms": 5}),
+    ("run_failed", {"status": "failed", "error": "Step 'fetch' failed"}),
+    ("run_resumed", {"status": "running", "reason": "redrive", "attempt": 2}),
+    ("step_started", {**FETCH, "status": "running"}),
+    ("step_retrying", {**FETCH, "status": "retrying", "attempt": 1, "max_attempts": 3,
+                       "delay_seconds": 2.0, "error": "HTTP 503", "error_kind": "http_status"}),
+    ("step_completed", {**FETCH, "status": "completed", "duration_ms": 7}),
+    ("step_skipped", {"step_id": "alert", "node_type": "notify", "status": "skipped"}),
+    ("run_completed", {"status": "completed", "error": None}),
+)
+FIRST_END = 4  # the run_failed before the redrive
+CANCELLED = (
+    *REDRIVEN[:2],
+    REDRIVEN[6],
+    ("run_cancelled", {"status": "cancelled", "error": "cancelled by the user"}),
+)
+MODES = ["response_stream", "buffered"]
+
+
+def _rows(run_id: str, kinds: tuple[tuple[str, dict], ...], first: int = 1) -> list:
+    """``(seq, type, data)`` rows of events ``first``... of ``kinds``, as the engine stores them."""
+    rows = []
+    for seq, (kind, fields) in enumerate(kinds[first - 1 :], start=first):
+        done = 2 if kind in ("step_completed", "step_skipped", "run_completed") else 1
+        event = {"type": kind, "run_id": run_id, "seq": seq,
+                 "timestamp": "2026-01-01T00:00:00+00:00", "steps_completed": done,
+                 "total_steps": 2, "progress": 50 * done, **fields}
+        rows.append((seq, kind, json.dumps(event)))
+    return rows
+
+
+def _stored_run(store: Store, status: str, kinds: tuple, stored: int | None = None,
+                **record: Any) -> str:
+    """A run in ``status`` whose first ``stored`` events (all by default) are in the table."""
+    run_id = str(uuid.uuid4())
+    store.put_run({"run_id": run_id, "workflow_id": "wf", "status": status,
+                   "trigger_data": {}, "step_order": [], "total_steps": 2,
+                   "created_at": "2026-01-01T00:00:00+00:00", **record})
+    store.put_events(run_id, _rows(run_id, kinds[:stored]))
+    return run_id
+
+
+def _later(seconds: float, *writes: Callable[[], None]) -> threading.Timer:
+    """Run ``writes`` in order after ``seconds`` (a redrive landing while a client waits)."""
+    timer = threading.Timer(seconds, lambda: [write() for write in writes])
+    timer.start()
+    return timer
+
+
+@pytest.fixture
+def stream_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The stream's mode for this test (the stream reads it on each request)."""
+    monkeypatch.setenv("AWS_LWA_INVOKE_MODE", request.param)
+    monkeypatch.setenv("LONG_POLL_SECONDS", "5")
+    return request.param
+
+
+@pytest.mark.parametrize("stream_mode", MODES, indirect=True)
+def test_redriven_run_replays_past_its_run_failed_to_the_end(
+    api: httpx.Client, store: Store, stream_mode: str
+) -> None:
+    """From 0, one response carries the run through run_failed, the redrive and run_completed."""
+    run_id = _stored_run(store, "completed", REDRIVEN)
+
+    events = sse_events(api, run_id)
+
+    assert [e["type"] for e in events] == [kind for kind, _fields in REDRIVEN]
+    assert [e["seq"] for e in events] == list(range(1, len(REDRIVEN) + 1))
+
+
+@pytest.mark.parametrize("stream_mode", MODES, indirect=True)
+def test_redriven_run_resumed_at_its_run_failed_gets_the_rest_then_204(
+    api: httpx.Client, store: Store, stream_mode: str
+) -> None:
+    """A client holding the first run_failed is not done: it gets the redrive, then a 204."""
+    run_id = _stored_run(store, "completed", REDRIVEN)
+    url = stream_url(api, run_id)
+
+    rest = sse_events(api, run_id, headers={"Last-Event-ID": str(FIRST_END)})
+    past_end = api.get(url, headers={"Last-Event-ID": str(len(REDRIVEN))})
+
+    assert [e["seq"] for e in rest] == list(range(FIRST_END + 1, len(REDRIVEN) + 1))
+    assert rest[0]["reason"] == "redrive" and rest[-1]["type"] == "run_completed"
+    assert past_end.status_code == 204
+
+
+@pytest.mark.parametrize("stream_mode", MODES, indirect=True)
+def test_failed_run_redriven_while_its_client_waits_streams_the_redrive(
+    api: httpx.Client, store: Store, stream_mode: str
+) -> None:
+    """A client at the run_failed of a run just redriven waits for the redrive's events.
+
+    Given a failed run just redriven (queued, nothing new stored), when the client
+    asks after its run_failed, then it gets the redrive's events once they are written.
+    """
+    run_id = _stored_run(store, "queued", REDRIVEN, stored=FIRST_END)
+    timer = _later(
+        0.3,
+        lambda: store.finish_run(run_id, "completed", "2026-01-01T00:00:01+00:00", None),
+        lambda: store.put_events(run_id, _rows(run_id, REDRIVEN, FIRST_END + 1)),
+    )
+    try:
+        rest = sse_events(api, run_id, headers={"Last-Event-ID": str(FIRST_END)})
+    finally:
+        timer.join()
+
+    assert [e["seq"] for e in rest] == list(range(FIRST_END + 1, len(REDRIVEN) + 1))
+
+
+@pytest.mark.parametrize("stream_mode", MODES, indirect=True)
+def test_finished_redrive_whose_last_batch_is_on_its_way_is_not_204(
+    api: httpx.Client, store: Store, stream_mode: str
+) -> None:
+    """A client at the first run_failed is not told to stop while the record is past it.
+
+    Given a redriven run whose record is final (last_seq at its run_completed) while
+    its new events are not stored yet, a client at the first run_failed gets them.
+    """
+    run_id = _stored_run(store, "completed", REDRIVEN, stored=FIRST_END,
+                         last_seq=len(REDRIVEN))
+    timer = _later(0.3, lambda: store.put_events(run_id, _rows(run_id, REDRIVEN, FIRST_END + 1)))
+    try:
+        rest = sse_events(api, run_id, headers={"Last-Event-ID": str(FIRST_END)})
+    finally:
+        timer.join()
+
+    assert [e["seq"] for e in rest] == list(range(FIRST_END + 1, len(REDRIVEN) + 1))
+
+
+@pytest.mark.parametrize("stream_mode", MODES, indirect=True)
+def test_failed_run_that_nothing_follows_is_204_at_its_run_failed(
+    api: httpx.Client, store: Store, stream_mode: str
+) -> None:
+    """Without a redrive, the run_failed is the end, as before."""
+    run_id = _stored_run(store, "failed", REDRIVEN, stored=FIRST_END)
+    url = stream_url(api, run_id)
+
+    events = sse_events(api, run_id)
+
+    assert events[-1]["type"] == "run_failed" and len(events) == FIRST_END
+    assert api.get(url, headers={"Last-Event-ID": str(FIRST_END)}).status_code == 204
+
+
+@pytest.mark.parametrize("stream_mode", MODES, indirect=True)
+def test_cancelled_run_streams_to_run_cancelled_then_204(
+    api: httpx.Client, store: Store, stream_mode: str
+) -> None:
+    """run_cancelled is terminal and a cancelled run is finished."""
+    run_id = _stored_run(store, "cancelled", CANCELLED)
+    url = stream_url(api, run_id)
+
+    events = sse_events(api, run_id)
+
+    assert [e["type"] for e in events] == [kind for kind, _fields in CANCELLED]
+    assert api.get(url, headers={"Last-Event-ID": str(len(CANCELLED))}).status_code == 204
+    assert api.get(url, headers={"Last-Event-ID": "1"}).status_code == 200
+
+
+@pytest.mark.parametrize("stream_mode", MODES, indirect=True)
+def test_follower_of_a_redriven_run_goes_on_to_its_run_completed(
+    api: httpx.Client, store: Store, stream_mode: str
+) -> None:
+    """The CLI's follower does not stop at the run_failed that a redrive follows."""
+    run_id = _stored_run(store, "completed", REDRIVEN)
+    follower = Follower(api, run_id, stream_url(api, run_id))
+
+    seen = list(follower.events())
+
+    assert [e["seq"] for e in seen] == list(range(1, len(REDRIVEN) + 1))
+    assert seen[-1]["type"] == "run_completed"
+
+
+def test_watch_command_shows_a_redrive_to_its_end_and_exits_3_for_a_cancelled_run(
+    api: httpx.Client, store: Store
+) -> None:
+    """`stepstream watch` prints retries and resumptions; cancelled exits 3, not 1."""
+    base = str(api.base_url).rstrip("/")
+    redriven = _stored_run(store, "completed", REDRIVEN)
+    cancelled = _stored_run(store, "cancelled", CANCELLED)
+
+    done = subprocess.run([STEPSTREAM, "watch", redriven, "--api", base],
+                          capture_output=True, text=True, timeout=60, check=False)
+    stopped = subprocess.run([STEPSTREAM, "watch", cancelled, "--api", base],
+                             capture_output=True, text=True, timeout=60, check=False)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("run_failed") for line in lines)
+    assert any("redriven after failing (attempt 2)" in line for line in lines)
+    assert ("step_retrying   ↻ fetch attempt 1/3 failed (http_status: HTTP 503); "
+            "retrying in 2.0s") in lines
+    assert lines[-1] == "run completed 2/2"
+    assert stopped.returncode == 3, stopped.stdout + stopped.stderr
+    assert "cancelled: cancelled by the user" in stopped.stdout
+    assert stopped.stdout.splitlines()[-1] == "run cancelled 1/2"
