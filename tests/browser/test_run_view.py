@@ -183,11 +183,14 @@ def test_view_with_token_is_self_contained_html(
         assert external not in response.text
 
 
-def stored_run(api: httpx.Client, stack: LocalStack, events: list[dict[str, Any]]) -> str:
+def stored_run(
+    api: httpx.Client, stack: LocalStack, events: list[dict[str, Any]], status: str = "completed"
+) -> str:
     """Store a finished run with ``events`` as its stream, directly; return its view URL.
 
-    This shows the page events that no engine step emits yet (``step_progress``) or
-    that are slow to produce (loops), exactly as the stream would carry them.
+    This shows the page events that no engine step emits yet (``step_progress``,
+    retries, redrives, cancellation) or that are slow to produce (loops), exactly as
+    the stream would carry them.
     """
     settings = Settings.from_env()
     store = Store(settings.workflows_table, settings.runs_table, settings.events_table)
@@ -197,7 +200,7 @@ def stored_run(api: httpx.Client, stack: LocalStack, events: list[dict[str, Any]
         {
             "run_id": run_id,
             "workflow_id": "view-test",
-            "status": "completed",
+            "status": status,
             "total_steps": 1,
             "steps_completed": 1,
             "created_at": now,
@@ -297,3 +300,71 @@ def test_view_step_run_again_in_a_loop_updates_its_one_row(
     assert page.text_content(f"{row} .error") == "max_tokens: <too> small"
     assert page.text_content("#run-error") == "Step 'summarize' failed"
     assert page.text_content("#run-status") == "failed"
+
+
+def http_step(event_type: str, **fields: Any) -> dict[str, Any]:
+    return {"type": event_type, "step_id": "fetch", "node_type": "http", "iteration": 1,
+            **fields}
+
+
+RETRYING = http_step("step_retrying", status="retrying", attempt=1, max_attempts=3,
+                     delay_seconds=2.0, error="HTTP 503", error_kind="http_status")
+
+
+def test_view_redriven_run_goes_on_past_its_run_failed_to_completed(
+    api: httpx.Client, stack: LocalStack, page: Page, page_errors: list[str]
+) -> None:
+    url = stored_run(
+        api,
+        stack,
+        [
+            {"type": "run_started", "status": "running"},
+            http_step("step_started", status="running"),
+            http_step("step_failed", status="failed", duration_ms=5, error="HTTP 503"),
+            {"type": "run_failed", "status": "failed", "error": "Step 'fetch' failed"},
+            {"type": "run_resumed", "status": "running", "reason": "redrive", "attempt": 2},
+            http_step("step_started", status="running"),
+            RETRYING,
+            http_step("step_completed", status="completed", duration_ms=9, steps_completed=1),
+            {"type": "run_completed", "status": "completed", "error": None, "progress": 100},
+        ],
+    )
+
+    assert open_until_done(page, url) == "completed"
+
+    assert page.text_content("#run-status") == "completed"
+    assert page.text_content("#log") == "resumed: redriven after failing (attempt 2)"
+    assert page.is_hidden("#run-error")
+    assert step_rows(page) == [("fetch", "completed")]
+    assert page.text_content('tr[data-step-id="fetch"] .detail') == ""
+    assert seen_counts(page) == dict.fromkeys(range(1, 10), 1)
+    assert page_errors == []
+
+
+def test_view_run_cancelled_in_a_retry_wait_ends_cancelled_with_the_retry_shown(
+    api: httpx.Client, stack: LocalStack, page: Page, page_errors: list[str]
+) -> None:
+    url = stored_run(
+        api,
+        stack,
+        [
+            {"type": "run_started", "status": "running"},
+            http_step("step_started", status="running"),
+            RETRYING,
+            {"type": "run_cancelled", "status": "cancelled", "error": "cancelled by the user"},
+        ],
+        status="cancelled",
+    )
+
+    assert open_until_done(page, url) == "cancelled"
+
+    row = 'tr[data-step-id="fetch"]'
+    assert page.text_content("#run-status") == "cancelled"
+    assert page.text_content("#run-error") == "cancelled by the user"
+    assert step_rows(page) == [("fetch", "retrying")]
+    assert page.text_content(f"{row} .status") == "retrying (attempt 2/3)"
+    assert page.text_content(f"{row} .retry") == (
+        "attempt 1 failed (http_status: HTTP 503); retrying in 2.0 s"
+    )
+    assert page.text_content("#connection") == "finished"
+    assert page_errors == []
