@@ -138,7 +138,8 @@ class _StoredRecorder:
     def restore(self, results: dict[str, dict[str, Any]], steps_completed: int) -> None:
         """Take up the step results already stored for the run (loop histories too)."""
         for step_id, stored in results.items():
-            self.executions[step_id] = list(stored.get("executions") or [stored])
+            ran = [stored] if stored.get("iteration") else []
+            self.executions[step_id] = list(stored.get("executions") or ran)
         self.steps_completed = steps_completed
 
     def emit(self, event_type: str, data: dict[str, Any]) -> None:
@@ -519,6 +520,7 @@ class Engine:
         if int(run.get("attempt", 1)) > 1 or seq:
             seq = max(seq, self.store.last_event_seq(run_id))
         recorder = _StoredRecorder(self, run_id, run["lease_owner"], {"steps": {}, **run}, seq)
+        recorder.cancel_requested = bool(run.get("cancel_requested"))
         wake = threading.Event()
         with _Keeper(recorder, self.settings.lease_seconds, keepalive, wake) as keeper:
             try:
@@ -618,6 +620,12 @@ class Engine:
 
         For runs nobody can finish: the queue refused them, or their message went to
         the dead-letter queue. An executor still working on it loses its lease.
+
+        Known window: such an executor may still write one batch of events (a batch
+        write has no condition) before its next record write is refused, and that
+        batch may overwrite the ``run_failed`` written here. Its message is then in the
+        dead-letter queue already, so nothing repairs the stream's end; the record is
+        right. It takes an executor alive after five failed deliveries of its message.
         """
         claim = self.store.claim_run(run_id, str(uuid.uuid4()), time.time(),
                                      self.settings.lease_seconds, mode="force")
