@@ -191,9 +191,12 @@ class Control(Protocol):
     Attributes:
         worked: Whether a step ran yet in this process's turn (the runner sets it);
             until one has, the runner never hands a run on for lack of time.
+        step_allowance: The most time a step is taken to need when deciding whether
+            to start it here or hand the run on; None: its whole deadline.
     """
 
     worked: bool
+    step_allowance: float | None
 
     def cancelled(self) -> bool:
         """Whether the run was cancelled (it then stops before its next step)."""
@@ -209,6 +212,7 @@ class Unlimited:
     """A ``Control`` with no time limit and no cancellation (tests, tools)."""
 
     worked = False
+    step_allowance = None
 
     def cancelled(self) -> bool:
         """Never."""
@@ -458,13 +462,20 @@ class _Run:
         return self.suspend("retry_wait")
 
     def budget(self, step: Step) -> float:
-        """How long the next attempt of ``step`` is expected to take at most."""
+        """How long the next attempt of ``step`` is taken to last, to decide where it runs.
+
+        Its deadline if it has one, else ``BLOCKING_STEP_SECONDS``, but never more
+        than the control's ``step_allowance`` when it sets one.
+        """
         if not may_block(step):
             return 0.0
         if self.cp.inflight and self.cp.step_deadline is not None:
-            return max(0.0, self.cp.step_deadline - time.time())
-        timeout = step.config.get("timeout")
-        return float(timeout) if timeout else BLOCKING_STEP_SECONDS
+            needed = max(0.0, self.cp.step_deadline - time.time())
+        else:
+            timeout = step.config.get("timeout")
+            needed = float(timeout) if timeout else BLOCKING_STEP_SECONDS
+        allowance = getattr(self.control, "step_allowance", None)
+        return needed if allowance is None else min(needed, allowance)
 
     def progressed(self, step: Step, iteration: int, partial: dict[str, Any]) -> None:
         """A running step's partial output, as a ``step_progress`` event."""

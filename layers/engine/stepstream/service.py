@@ -293,6 +293,10 @@ class _RunControl:
         self.wake = wake
 
     @property
+    def step_allowance(self) -> float | None:
+        return self.budget.step_allowance
+
+    @property
     def worked(self) -> bool:
         return self.budget.worked
 
@@ -315,10 +319,15 @@ class Budget:
 
     Args:
         remaining: Seconds left in the invocation (Lambda's context); None: no limit.
+        step_allowance: The most time a step is taken to need (``Control``); a
+            request's budget sets 0, so a sync run goes on while any time is left
+            and hands on only at the margin, whatever its steps' deadlines.
     """
 
-    def __init__(self, remaining: Callable[[], float] | None = None) -> None:
+    def __init__(self, remaining: Callable[[], float] | None = None,
+                 step_allowance: float | None = None) -> None:
         self.remaining = remaining
+        self.step_allowance = step_allowance
         # Whether a step ran yet in this invocation: until one has, nothing is handed on.
         self.worked = False
 
