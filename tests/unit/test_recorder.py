@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from textwrap import dedent, indent
 from typing import Any
@@ -10,29 +11,37 @@ from typing import Any
 import pytest
 
 from stepstream.definition import Step, Workflow, parse_workflow
-from stepstream.errors import StorageError
+from stepstream.errors import LeaseLostError, StorageError
 from stepstream.nodes import may_block
-from stepstream.runner import run_workflow
+from stepstream.runner import Checkpoint, Resume, StepResult, run_workflow
 from stepstream.service import FLUSH_EVENTS, _StoredRecorder
-from stepstream.store import RunEnd, SeqGuard
+from stepstream.store import Progress, Release
 from tests.support.servers import MockHttpServer, RecordedRequest, Reply, json_reply
+
+LEASE_SECONDS = 90.0
 
 
 @dataclass
 class FakeStore:
-    """Keeps every write in order: ("steps", ids, count, end, guard), ("events", seqs, types)."""
+    """Keeps every write in order, in one log shared with the publisher.
+
+    Entries: ``("events", seqs, types)``, ``("progress", Progress, lease_until)``,
+    ``("renew", until)``; the publisher adds ``("redis", seqs)``.
+    """
 
     writes: list[tuple[Any, ...]] = field(default_factory=list)
     refuse_events: int = 0
+    # What save_progress and renew_lease answer: whether a cancel was requested.
+    cancel: bool = False
+    lose_lease: bool = False
 
-    def put_steps(self, run_id: str, steps: list[dict[str, Any]], steps_completed: int,
-                  finish: RunEnd | None = None,
-                  guard: SeqGuard | None = None) -> list[dict[str, Any]]:
-        """Keep the write; return the results as stored."""
-        if steps or finish or guard:
-            self.writes.append(("steps", [s["step_id"] for s in steps], steps_completed, finish,
-                                guard))
-        return steps
+    def save_progress(self, run_id: str, owner: str, progress: Progress,
+                      lease_until: float) -> tuple[list[dict[str, Any]], bool]:
+        """Keep the write (or lose the lease); return the results as stored and the flag."""
+        if self.lose_lease:
+            raise LeaseLostError(f"run {run_id} has another executor now")
+        self.writes.append(("progress", progress, lease_until))
+        return progress.steps, self.cancel
 
     def put_events(self, run_id: str, events: list[tuple[int, str, str]]) -> None:
         """Keep the write, or refuse it while ``refuse_events`` lasts."""
@@ -41,20 +50,43 @@ class FakeStore:
             raise StorageError("DynamoDB refused the events")
         self.writes.append(("events", [e[0] for e in events], [e[1] for e in events]))
 
+    def renew_lease(self, run_id: str, owner: str, until: float) -> bool:
+        """Keep the renewal; return the cancel flag."""
+        self.writes.append(("renew", until))
+        return self.cancel
+
     def events(self) -> list[tuple[list[int], list[str]]]:
         """Each events write as (seqs, types)."""
         return [(w[1], w[2]) for w in self.writes if w[0] == "events"]
 
+    def progress(self) -> list[Progress]:
+        """Each record write's Progress, in order."""
+        return [w[1] for w in self.writes if w[0] == "progress"]
+
+    def kinds(self) -> list[str]:
+        """The kind of each write, in order."""
+        return [w[0] for w in self.writes]
+
 
 @dataclass
 class FakePublisher:
-    """Keeps each Redis round trip's events."""
+    """Keeps each Redis round trip's events, in the store's log too."""
 
     batches: list[list[int]] = field(default_factory=list)
+    log: list[tuple[Any, ...]] | None = None
 
     def publish_many(self, run_id: str, events: list[tuple[int, str]]) -> None:
         """Keep the round trip's seqs."""
         self.batches.append([seq for seq, _text in events])
+        if self.log is not None:
+            self.log.append(("redis", self.batches[-1]))
+
+
+@dataclass(frozen=True)
+class FakeSettings:
+    """The settings the recorder reads."""
+
+    lease_seconds: float = LEASE_SECONDS
 
 
 @dataclass
@@ -63,14 +95,19 @@ class FakeEngine:
 
     store: FakeStore = field(default_factory=FakeStore)
     publisher: FakePublisher = field(default_factory=FakePublisher)
+    settings: FakeSettings = field(default_factory=FakeSettings)
+
+    def __post_init__(self) -> None:
+        self.publisher.log = self.store.writes
 
 
-def workflow(steps: str) -> Workflow:
-    return parse_workflow("name: wf\nsteps:\n" + indent(dedent(steps), "  "))
+def workflow(steps: str, top: str = "") -> Workflow:
+    return parse_workflow(f"name: wf\n{top}steps:\n" + indent(dedent(steps), "  "))
 
 
 def recorder_for(wf: Workflow, engine: FakeEngine) -> _StoredRecorder:
-    recorder = _StoredRecorder(engine, "run-1", {"run_id": "run-1", "status": "running"})
+    recorder = _StoredRecorder(engine, "run-1", owner="lease-1",
+                               record={"run_id": "run-1", "status": "running"})
     recorder.blocking = frozenset(step.id for step in wf.steps if may_block(step))
     return recorder
 
@@ -122,52 +159,249 @@ def test_blocking_step_has_its_start_stored_before_it_runs(mock_http: MockHttpSe
 
 
 def test_steps_that_stay_in_the_process_share_one_write(mock_http: MockHttpServer) -> None:
-    """The health pipeline's 13 events take two event writes and two Redis round trips."""
+    """The health pipeline's 13 events take two batches: two record writes, two round trips.
+
+    The last batch writes its events in two parts: all but the terminal one before the
+    record, the terminal one after it.
+    """
     mock_http.route("GET", "/health", json={"status": "ok"})
     engine = FakeEngine()
     run(workflow(HEALTH.format(url=mock_http.url("/health"))), engine)
 
-    batches = engine.store.events()
-    assert [seqs for seqs, _types in batches] == [[1, 2, 3, 4], list(range(5, 14))]
-    assert engine.publisher.batches == [seqs for seqs, _types in batches]
-    assert batches[-1][1][-1] == "run_completed"
+    assert [seqs for seqs, _types in engine.store.events()] == [
+        [1, 2, 3, 4], list(range(5, 13)), [13]]
+    assert engine.publisher.batches == [[1, 2, 3, 4], list(range(5, 14))]
+    assert len(engine.store.progress()) == 2
+    assert engine.store.events()[-1][1] == ["run_completed"]
 
 
-def test_step_results_are_stored_before_their_events(mock_http: MockHttpServer) -> None:
-    """Each batch writes its step results (and the run's end) first, then its events."""
-    mock_http.route("GET", "/health", json={"status": "ok"})
-    engine = FakeEngine()
-    run(workflow(HEALTH.format(url=mock_http.url("/health"))), engine)
-
-    kinds = [write[0] for write in engine.store.writes]
-    assert kinds == ["steps", "events", "steps", "events"]
-    first, last = engine.store.writes[0], engine.store.writes[2]
-    assert first[1:3] == (["receive_event"], 1)
-    assert last[1] == ["fetch_health", "route_on_status", "notify_degraded", "notify_healthy",
-                       "finalize_run"]
-    assert last[2] == 6 and last[3].status == "completed" and last[3].error is None
-
-
-def test_each_batch_claims_its_seqs_from_where_the_last_one_ended(
+def test_each_batch_writes_events_then_record_then_terminal_event_then_redis(
     mock_http: MockHttpServer,
 ) -> None:
-    """The record's guard moves 0 -> 4 with the first batch, then 4 -> 13 with the last."""
+    """Events first, then the record; the terminal event only once the record is final."""
     mock_http.route("GET", "/health", json={"status": "ok"})
     engine = FakeEngine()
     run(workflow(HEALTH.format(url=mock_http.url("/health"))), engine)
 
-    guards = [write[4] for write in engine.store.writes if write[0] == "steps"]
-    assert guards == [SeqGuard(0, 4), SeqGuard(4, 13)]
+    assert engine.store.kinds() == ["events", "progress", "redis",
+                                    "events", "progress", "events", "redis"]
+    first, last = engine.store.progress()
+    assert ([s["step_id"] for s in first.steps], first.steps_completed) == (["receive_event"], 1)
+    assert first.finish is None and first.end_event is None
+    assert [s["step_id"] for s in last.steps] == [
+        "fetch_health", "route_on_status", "notify_degraded", "notify_healthy", "finalize_run"]
+    assert last.steps_completed == 6
+    assert last.finish is not None
+    assert (last.finish.status, last.finish.error) == ("completed", None)
 
 
-def test_a_single_event_needs_no_guard() -> None:
-    """One event is written under its own condition; the record's guard stays put."""
+def test_the_record_keeps_the_terminal_event_to_repair_a_crash_after_it(
+    mock_http: MockHttpServer,
+) -> None:
+    """The end's record write carries the terminal event's text, as written after it."""
+    mock_http.route("GET", "/health", json={"status": "ok"})
+    engine = FakeEngine()
+    run(workflow(HEALTH.format(url=mock_http.url("/health"))), engine)
+
+    last = engine.store.progress()[-1]
+    assert last.end_event is not None
+    event = json.loads(last.end_event)
+    assert (event["type"], event["seq"], event["status"]) == ("run_completed", 13, "completed")
+    assert last.finish is not None and event["timestamp"] == last.finish.completed_at
+
+
+def test_each_record_write_moves_last_seq_to_the_batch_end(mock_http: MockHttpServer) -> None:
+    """last_seq goes 4 with the first batch and 13 with the last: the record names its events."""
+    mock_http.route("GET", "/health", json={"status": "ok"})
+    engine = FakeEngine()
+    run(workflow(HEALTH.format(url=mock_http.url("/health"))), engine)
+
+    assert [progress.last_seq for progress in engine.store.progress()] == [4, 13]
+
+
+def test_each_batch_writes_the_checkpoint_as_it_stands(mock_http: MockHttpServer) -> None:
+    """The first batch's checkpoint has the http step in flight; the last is past the end."""
+    mock_http.route("GET", "/health", json={"status": "ok"})
+    engine = FakeEngine()
+    run(workflow(HEALTH.format(url=mock_http.url("/health"))), engine)
+
+    first, last = (Checkpoint.from_dict(p.checkpoint or {}) for p in engine.store.progress())
+    assert (first.index, first.inflight, first.attempt) == (1, True, 1)
+    assert first.visits == {"receive_event": 1, "fetch_health": 1}
+    assert (last.index, last.inflight) == (6, False)
+    assert last.passed == ["notify_degraded"]
+
+
+CHECKPOINT_AT_DECIDED_STEP = (
+    "runner bug: a batch that closes on a step's step_completed (the FLUSH_EVENTS-th event) "
+    "writes a checkpoint whose index is still that step with inflight False, so a run taken "
+    "up from it runs the step again as a new iteration"
+)
+
+
+@pytest.mark.xfail(reason=CHECKPOINT_AT_DECIDED_STEP)
+def test_run_taken_up_from_a_batch_ending_on_a_step_result_does_not_run_that_step_again() -> None:
+    """Given 12 log steps after the trigger, event 25 is tell_11's step_completed.
+
+    The executor dies after writing that batch; another takes the run up from the record.
+    """
+    steps = "- id: start\n  type: trigger\n" + "".join(
+        f"- id: tell_{n}\n  type: notify\n  message: hi\n" for n in range(1, 13))
+    wf = workflow(steps, top="max_iterations: 1\n")
+    engine = FakeEngine()
+    run(wf, engine)
+    batch = engine.store.progress()[0]
+    assert batch.last_seq == FLUSH_EVENTS and batch.checkpoint is not None
+    resume = Resume(Checkpoint.from_dict(batch.checkpoint),
+                    {step["step_id"]: step for step in batch.steps}, "recovered", 2)
+
+    outcome = run_workflow(wf, "run-1", {"body": {}, "headers": {}},
+                           recorder_for(wf, FakeEngine()), resume=resume)
+
+    assert (outcome.status, outcome.error) == ("completed", None)
+    tell_11 = next(result for result in outcome.results if result.step_id == "tell_11")
+    assert tell_11.iteration == 1
+
+
+def test_a_recorder_the_runner_does_not_track_writes_no_checkpoint() -> None:
     engine = FakeEngine()
     recorder = _StoredRecorder(engine, "run-1")
     recorder.emit("step_progress", {"step_id": "ask", "text": "Hel"})
 
-    assert [write[0] for write in engine.store.writes] == ["events"]
-    assert recorder.guarded == 0
+    assert engine.store.progress()[0].checkpoint is None
+
+
+def test_record_write_extends_the_lease_by_the_settings_lease_seconds() -> None:
+    engine = FakeEngine()
+    recorder = _StoredRecorder(engine, "run-1", owner="lease-1")
+
+    before = time.time()
+    recorder.emit("step_progress", {"step_id": "ask", "text": "Hel"})
+
+    [(_kind, _progress, lease_until)] = [w for w in engine.store.writes if w[0] == "progress"]
+    assert before + LEASE_SECONDS <= lease_until <= time.time() + LEASE_SECONDS
+
+
+def test_flush_with_a_release_writes_it_with_the_record_and_no_event() -> None:
+    """A run let go (to wait in the queue) writes its reason and wake time, nothing else."""
+    engine = FakeEngine()
+    recorder = _StoredRecorder(engine, "run-1", owner="lease-1", seq=7)
+
+    recorder.flush(release=Release("retry_wait", 1234.5))
+
+    assert engine.store.kinds() == ["progress"]
+    [progress] = engine.store.progress()
+    assert progress.release == Release("retry_wait", 1234.5)
+    assert (progress.finish, progress.last_seq, progress.steps) == (None, 7, [])
+    assert engine.publisher.batches == []
+
+
+def test_flush_with_a_release_writes_what_was_still_gathered_first() -> None:
+    """Events held back (steps that stay in the process) go out before the release."""
+    engine = FakeEngine()
+    recorder = _StoredRecorder(engine, "run-1")
+    recorder.blocking = frozenset()
+    recorder.emit("step_started", {"step_id": "gate"})
+
+    recorder.flush(release=Release("continuation"))
+
+    assert engine.store.kinds() == ["events", "progress", "redis"]
+    assert engine.store.progress()[0].release == Release("continuation")
+
+
+def test_cancel_flag_of_a_record_write_sets_cancel_requested() -> None:
+    engine = FakeEngine(FakeStore(cancel=True))
+    recorder = _StoredRecorder(engine, "run-1")
+    assert recorder.cancel_requested is False
+
+    recorder.emit("step_progress", {"step_id": "ask", "text": "Hel"})
+
+    assert recorder.cancel_requested is True
+
+
+def test_cancel_requested_stays_set_after_a_write_without_the_flag() -> None:
+    engine = FakeEngine(FakeStore(cancel=True))
+    recorder = _StoredRecorder(engine, "run-1")
+    recorder.emit("step_progress", {"step_id": "ask", "text": "Hel"})
+    engine.store.cancel = False
+
+    recorder.emit("step_progress", {"step_id": "ask", "text": "Hello"})
+
+    assert recorder.cancel_requested is True
+
+
+@pytest.mark.parametrize("cancel", [True, False])
+def test_renew_extends_the_lease_and_notes_a_cancel(cancel: bool) -> None:
+    engine = FakeEngine(FakeStore(cancel=cancel))
+    recorder = _StoredRecorder(engine, "run-1", owner="lease-1")
+
+    before = time.time()
+    recorder.renew(30.0)
+
+    [(kind, until)] = engine.store.writes
+    assert kind == "renew" and before + 30.0 <= until <= time.time() + 30.0
+    assert recorder.cancel_requested is cancel
+
+
+@dataclass
+class _CancelFlag:
+    """The executor's Control as far as cancelling goes: the recorder's flag."""
+
+    recorder: _StoredRecorder
+    worked: bool = False
+    step_allowance: float | None = None
+
+    def cancelled(self) -> bool:
+        return self.recorder.cancel_requested
+
+    def time_left(self) -> float | None:
+        return None
+
+    def wait(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+def test_a_run_that_sees_its_cancel_flag_stops_before_its_next_step(
+    mock_http: MockHttpServer,
+) -> None:
+    """The cancel flag read back with a batch (here: the http step's start) ends the run."""
+    mock_http.route("GET", "/health", json={"status": "ok"})
+    engine = FakeEngine(FakeStore(cancel=True))
+    wf = workflow(HEALTH.format(url=mock_http.url("/health")))
+    recorder = recorder_for(wf, engine)
+
+    outcome = run_workflow(wf, "run-1", {"body": {}, "headers": {}}, recorder,
+                           control=_CancelFlag(recorder))
+
+    assert outcome.status == "cancelled"
+    assert engine.store.events()[-1][1] == ["run_cancelled"]
+    end = engine.store.progress()[-1].finish
+    assert end is not None and end.status == "cancelled"
+
+
+def test_lost_lease_leaves_the_terminal_event_unwritten() -> None:
+    """A record write refused (another executor has the run): no end, no terminal event."""
+    engine = FakeEngine(FakeStore(lose_lease=True))
+    recorder = _StoredRecorder(engine, "run-1")
+    recorder.emit("run_started", {"status": "running"})
+
+    with pytest.raises(LeaseLostError):
+        recorder.emit("run_completed", {"status": "completed", "error": None})
+
+    assert engine.store.events() == [([1], ["run_started"])]  # the batch before its end
+    assert engine.publisher.batches == []
+
+
+def test_lost_lease_after_events_were_written_publishes_nothing() -> None:
+    """The batch's events are in the table (the next executor numbers after them); Redis waits."""
+    engine = FakeEngine(FakeStore(lose_lease=True))
+    recorder = _StoredRecorder(engine, "run-1")
+
+    with pytest.raises(LeaseLostError):
+        recorder.emit("step_started", {"step_id": "fetch"})
+
+    assert engine.store.events() == [([1], ["step_started"])]
+    assert engine.publisher.batches == []
 
 
 def test_record_kept_as_written(mock_http: MockHttpServer) -> None:
@@ -179,7 +413,7 @@ def test_record_kept_as_written(mock_http: MockHttpServer) -> None:
     assert record is not None
     assert record["status"] == "completed" and record["completed_at"]
     assert record["steps_completed"] == 6 and "error_message" not in record
-    assert record["last_seq"] == 13 and recorder.guarded == 13
+    assert record["last_seq"] == 13 == recorder.seq
     assert record["steps"]["notify_degraded"]["status"] == "skipped"
     assert record["steps"]["fetch_health"]["output_data"]["status_code"] == 200
 
@@ -193,10 +427,10 @@ def test_failed_run_records_its_error() -> None:
           condition: "{trigger.body.missing} == 1"
         """), engine)
 
-    end = engine.store.writes[-2][3]
-    assert end.status == "failed" and "check" in end.error
+    end = engine.store.progress()[-1].finish
+    assert end is not None and end.status == "failed" and "check" in (end.error or "")
     assert recorder.record is not None and recorder.record["error_message"] == end.error
-    assert engine.store.events()[-1][1][-1] == "run_failed"
+    assert engine.store.events()[-1][1] == ["run_failed"]
 
 
 def test_long_runs_of_local_steps_are_written_every_flush_events() -> None:
@@ -207,7 +441,38 @@ def test_long_runs_of_local_steps_are_written_every_flush_events() -> None:
     run(workflow(steps), engine)
 
     sizes = [len(seqs) for seqs, _types in engine.store.events()]
-    assert sizes == [FLUSH_EVENTS, FLUSH_EVENTS, FLUSH_EVENTS, 82 - 3 * FLUSH_EVENTS]
+    assert sizes == [FLUSH_EVENTS, FLUSH_EVENTS, FLUSH_EVENTS, 82 - 3 * FLUSH_EVENTS - 1, 1]
+    assert len(engine.store.progress()) == 4
+
+
+def test_restore_keeps_loop_histories_and_appends_new_executions() -> None:
+    """A step that ran before the run was taken up keeps that execution in its history."""
+    engine = FakeEngine()
+    recorder = _StoredRecorder(engine, "run-1")
+    earlier = StepResult("poll", "http", "completed", {"n": 1}, iteration=1).as_dict()
+    recorder.restore({"poll": earlier}, 1)
+
+    recorder.step_done(StepResult("poll", "http", "completed", {"n": 2}, iteration=2), 1)
+    recorder.flush()
+
+    [stored] = engine.store.progress()[0].steps
+    assert [e["iteration"] for e in stored["executions"]] == [1, 2]
+    assert stored["output_data"] == {"n": 2}
+
+
+def test_restore_of_a_step_not_reached_keeps_no_history() -> None:
+    """A redriven run's step that was only skipped has one execution once it runs: no list."""
+    engine = FakeEngine()
+    recorder = _StoredRecorder(engine, "run-1")
+    skipped = StepResult("tell", "notify", "skipped", error="not reached").as_dict()
+    recorder.restore({"tell": skipped}, 1)
+
+    recorder.step_done(StepResult("tell", "notify", "completed", {}, iteration=1), 2)
+    recorder.flush()
+
+    [stored] = engine.store.progress()[0].steps
+    assert "executions" not in stored
+    assert engine.store.progress()[0].steps_completed == 2
 
 
 def test_progress_is_written_at_once() -> None:
