@@ -6,6 +6,7 @@ from pathlib import Path
 from textwrap import dedent, indent
 
 import pytest
+
 from stepstream.definition import Step, Workflow, check_workflow, parse_workflow
 from stepstream.errors import Problem, WorkflowInvalidError
 
@@ -577,3 +578,160 @@ def test_check_workflow_reference_to_a_real_output_key_is_accepted() -> None:
     _workflow, errors, _warnings = check_workflow(text)
 
     assert errors == []
+
+
+# -- on_error routes ------------------------------------------------------------------
+
+RECOVERY = """\
+- id: start
+  type: trigger
+- id: fetch
+  type: http
+  url: http://api.test/data
+  on_error: {goto: recover}
+- id: done
+  type: condition
+  condition: "true"
+  on_true: end
+  on_false: end
+- id: recover
+  type: notify
+  message: "{fetch.error.message} ({fetch.error.kind}, {fetch.status_code})"
+- id: end
+  type: notify
+  message: end
+"""
+
+
+def test_check_workflow_step_reached_only_through_on_error_goto_is_not_unreachable() -> None:
+    workflow, problems, warnings = check_workflow(steps_text(RECOVERY))
+
+    assert (problems, warnings) == ([], [])
+    assert workflow is not None
+
+
+def test_check_workflow_same_step_without_the_goto_is_unreachable() -> None:
+    text = steps_text(
+        RECOVERY.replace("  on_error: {goto: recover}\n", "")
+        .replace('"{fetch.error.message} ({fetch.error.kind}, {fetch.status_code})"', "sorry")
+    )
+
+    workflow, problems, warnings = check_workflow(text)
+
+    assert problems == []
+    assert workflow is not None
+    warning = only(warnings)
+    assert warning.message == (
+        "step 'recover' can never run: no path from the first step leads to it")
+    assert (warning.line, warning.step_id, warning.field) == (13, "recover", None)
+
+
+@pytest.mark.parametrize("step_type", ["http", "llm", "condition", "notify", "trigger"])
+def test_check_workflow_error_of_any_step_type_is_a_readable_output_key(step_type: str) -> None:
+    config = {"http": "url: http://h", "llm": "prompt: hi", "condition": "condition: 'true'",
+              "notify": "message: hi", "trigger": ""}[step_type]
+    text = steps_text(
+        f"""\
+        - id: first
+          type: {step_type}
+          {config}
+          on_error: continue
+        - id: tell
+          type: notify
+          message: "{{first.error.message}} {{first.error.attempts}}"
+        """
+    )
+
+    _workflow, problems, _warnings = check_workflow(text)
+
+    assert problems == []
+
+
+def test_check_workflow_misspelt_error_key_is_still_refused() -> None:
+    text = steps_text(RECOVERY.replace("{fetch.error.message}", "{fetch.eror.message}"))
+
+    problem = only(check_workflow(text)[1])
+
+    assert problem.message.startswith("{fetch.eror.message}: an http step's output has no 'eror'")
+    assert "error" in problem.message
+    assert (problem.line, problem.step_id, problem.field) == (16, "recover", "message")
+
+
+def test_check_workflow_on_error_goto_unknown_step_names_the_steps() -> None:
+    text = steps_text(RECOVERY.replace("{goto: recover}", "{goto: recovr}"))
+
+    problem = only(problems_of(text))
+
+    assert problem.message == (
+        "on_error goes to unknown step 'recovr' (steps: start, fetch, done, recover, end)")
+    assert (problem.line, problem.step_id, problem.field) == (8, "fetch", "on_error")
+
+
+def test_check_workflow_on_error_goto_unknown_step_in_block_style_is_located() -> None:
+    text = steps_text(RECOVERY.replace("on_error: {goto: recover}",
+                                       "on_error:\n    goto: nowhere"))
+
+    problem = only(problems_of(text))
+
+    assert problem.message.startswith("on_error goes to unknown step 'nowhere'")
+    assert (problem.line, problem.step_id, problem.field) == (9, "fetch", "on_error")
+
+
+def test_check_workflow_on_error_goto_itself_is_refused_pointing_at_retry() -> None:
+    text = steps_text(RECOVERY.replace("{goto: recover}", "{goto: fetch}"))
+
+    problem = only(problems_of(text))
+
+    assert problem.message == "on_error cannot go to the failing step itself; use retry"
+    assert (problem.line, problem.step_id, problem.field) == (8, "fetch", "on_error")
+
+
+def test_check_workflow_on_error_goto_backwards_makes_a_loop() -> None:
+    text = steps_text(
+        """\
+        - id: start
+          type: trigger
+        - id: prepare
+          type: notify
+          message: "after {fetch.error.kind ?? \\"nothing\\"}"
+        - id: fetch
+          type: http
+          url: http://api.test/data
+          on_error: {goto: prepare}
+        """
+    )
+
+    workflow, problems, warnings = check_workflow(text)
+
+    assert (problems, warnings) == ([], [])
+    assert workflow is not None
+
+
+def test_check_workflow_read_of_a_later_step_is_refused_without_a_goto_loop() -> None:
+    text = steps_text(
+        """\
+        - id: start
+          type: trigger
+        - id: prepare
+          type: notify
+          message: "after {fetch.error.kind ?? \\"nothing\\"}"
+        - id: fetch
+          type: http
+          url: http://api.test/data
+        """
+    )
+
+    problem = only(problems_of(text))
+
+    assert problem.message.endswith("reads step 'fetch', which can never have run before this step")
+    assert (problem.line, problem.step_id, problem.field) == (7, "prepare", "message")
+
+
+def test_parse_workflow_keeps_the_workflow_timeout() -> None:
+    workflow = parse_workflow(steps_text("- id: start\n  type: trigger\n", top="timeout: 90\n"))
+
+    assert workflow.timeout == 90
+
+
+def test_parse_workflow_without_timeout_has_none() -> None:
+    assert parse_workflow(steps_text("- id: start\n  type: trigger\n")).timeout is None
