@@ -686,8 +686,6 @@ def test_cancel_during_a_retry_wait_makes_no_further_attempt(mock_http: MockHttp
     assert len(mock_http.requests_to("/down")) == 1
 
 
-@pytest.mark.xfail(reason="runner bug: execute() emits step_started for the next attempt "
-                   "before it checks cancelled(), so watchers see an attempt that never runs")
 def test_cancel_during_a_retry_wait_reports_no_attempt_it_does_not_make(
     mock_http: MockHttpServer,
 ) -> None:
@@ -704,9 +702,6 @@ def test_cancel_during_a_retry_wait_reports_no_attempt_it_does_not_make(
 # -- taking a run up again ----------------------------------------------------------
 
 
-@pytest.mark.xfail(reason="runner bug: while a step's step_completed is emitted, the "
-                   "checkpoint's index is still that step and inflight is False; a recorder "
-                   "that writes that checkpoint has the run run the step again")
 def test_resume_from_the_checkpoint_of_a_step_result_goes_on_after_that_step() -> None:
     wf = workflow(
         """\

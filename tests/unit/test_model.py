@@ -346,13 +346,7 @@ def test_check_accept_status_list_refuses_what_is_no_status_or_class(
     assert (problem.line, problem.step_id, problem.field) == (8, "fetch", "accept_status")
 
 
-UNION_TAGS = (
-    "definition bug: pydantic's names of a union's members (literal['any'], "
-    "list[union[int,str]], OnErrorGoto, int, str) are reported as the problem's field"
-)
 
-
-@pytest.mark.xfail(reason=UNION_TAGS)
 @pytest.mark.parametrize(
     ("keys", "fields", "line"),
     [
@@ -422,13 +416,7 @@ def test_check_accept_status_only_on_http_steps() -> None:
     assert (problem.step_id, problem.field) == ("tell", "accept_status")
 
 
-NESTED_HINTS = (
-    "definition bug: _model_for gives the step's model for keys nested in retry, backoff "
-    "and on_error, so their 'did you mean' hints are drawn from the step's keys"
-)
 
-
-@pytest.mark.xfail(reason=NESTED_HINTS)
 @pytest.mark.parametrize(
     ("keys", "message"),
     [

@@ -232,14 +232,7 @@ def test_each_batch_writes_the_checkpoint_as_it_stands(mock_http: MockHttpServer
     assert last.passed == ["notify_degraded"]
 
 
-CHECKPOINT_AT_DECIDED_STEP = (
-    "runner bug: a batch that closes on a step's step_completed (the FLUSH_EVENTS-th event) "
-    "writes a checkpoint whose index is still that step with inflight False, so a run taken "
-    "up from it runs the step again as a new iteration"
-)
 
-
-@pytest.mark.xfail(reason=CHECKPOINT_AT_DECIDED_STEP)
 def test_run_taken_up_from_a_batch_ending_on_a_step_result_does_not_run_that_step_again() -> None:
     """Given 12 log steps after the trigger, event 25 is tell_11's step_completed.
 

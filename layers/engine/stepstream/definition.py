@@ -18,11 +18,12 @@ format.
 from __future__ import annotations
 
 import difflib
+import typing
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from stepstream import _yaml, expressions, policy, templates
 from stepstream.errors import Problem, WorkflowInvalidError
@@ -152,7 +153,8 @@ def _model_problems(data: Any, locator: _Locator) -> list[Problem]:
             loc = list(error["loc"])
             if len(loc) >= 3 and loc[0] == "steps" and loc[2] in NODE_TYPES:
                 loc.pop(2)  # the discriminator's tag, not a key of the file
-            key = str(loc[-1]) if loc and not isinstance(loc[-1], int) else None
+            loc = _file_path(loc, data, error["type"])
+            key = next((str(part) for part in reversed(loc) if not isinstance(part, int)), None)
             model = _model_for(loc, data)
             allowed = list(model.model_fields) if model else []
             if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
@@ -163,17 +165,52 @@ def _model_problems(data: Any, locator: _Locator) -> list[Problem]:
     return []
 
 
+def _file_path(loc: list, data: Any, error_type: str) -> list:
+    """``loc`` as a path in the file, without the names pydantic gives a union's members.
+
+    Such a name (``literal['any']``, ``OnErrorGoto``, ``int``) is no key of the mapping
+    at its depth; the one key that is not in the file is a missing one, kept to name it.
+    """
+    path, node = [], data
+    for depth, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif not (error_type == "missing" and depth == len(loc) - 1):
+            continue
+        path.append(part)
+    return path
+
+
 def _model_for(loc: list, data: Any) -> Any:
+    """The model of the mapping that holds ``loc``'s last key, for "did you mean" hints."""
     from stepstream import model
 
     if len(loc) >= 3 and loc[0] == "steps" and isinstance(loc[1], int):
         raw = data["steps"][loc[1]] if loc[1] < len(data["steps"]) else {}
         by_type = {"trigger": model.TriggerStep, "http": model.HttpStep, "llm": model.LlmStep,
                    "condition": model.ConditionStep, "notify": model.NotifyStep}
-        return by_type.get(raw.get("type")) if isinstance(raw, dict) else None
-    if loc and loc[0] == "trigger":
-        return model.TriggerModel
-    return model.WorkflowModel
+        current = by_type.get(raw.get("type")) if isinstance(raw, dict) else None
+        inner = loc[2:-1]
+    elif loc and loc[0] == "trigger":
+        current, inner = model.TriggerModel, loc[1:-1]
+    else:
+        return model.WorkflowModel
+    for part in inner:
+        fields = current.model_fields if current is not None else {}
+        if part not in fields:
+            break
+        current = _submodel(fields[part].annotation)
+    return current
+
+
+def _submodel(annotation: Any) -> Any:
+    """The model a field holds (``RetryPolicy`` of ``RetryPolicy | None``), if one."""
+    for member in typing.get_args(annotation) or (annotation,):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            return member
+    return None
 
 
 def _successors(steps: list[Step], index: int) -> list[int]:

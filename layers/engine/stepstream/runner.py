@@ -146,6 +146,8 @@ class Checkpoint:
         step_deadline: When that execution must be done (``time.time()``), if limited.
         run_deadline: When the run must be done, if limited.
         wake_at: Not before this may the run go on (a retry's wait), if set.
+        decided: Whether the execution of ``steps[index]`` has its result, and the
+            run has not moved past it yet.
     """
 
     index: int = 0
@@ -156,6 +158,7 @@ class Checkpoint:
     step_deadline: float | None = None
     run_deadline: float | None = None
     wake_at: float | None = None
+    decided: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """The checkpoint as JSON-ready data."""
@@ -356,7 +359,7 @@ class _Run:
         cp = self.cp
         if not cp.inflight:
             cp.visits[step.id] = cp.visits.get(step.id, 0) + 1
-            cp.inflight, cp.attempt, cp.step_deadline = True, 1, None
+            cp.inflight, cp.attempt, cp.step_deadline, cp.decided = True, 1, None, False
         if cp.step_deadline is None:
             timeout = step.config.get("timeout")
             ends = [time.time() + float(timeout)] if timeout else []
@@ -409,21 +412,23 @@ class _Run:
         iteration = self.begin(step)
         self.control.worked = True
         while True:
+            if self.control.cancelled():
+                return self.cancel_before(step)
             data = self.step_data(step, "running", iteration)
             if self.cp.attempt > 1:
                 data["attempt"] = self.cp.attempt
+            # The write of this event may be what tells of a cancel: then the step
+            # does not start after all.
             self.recorder.emit("step_started", {**data, **self.progress()})
             if self.control.cancelled():
-                self.cp.inflight = False
-                self.cp.visits[step.id] -= 1
-                return self.finish("cancelled", None)
+                return self.cancel_before(step)
             started_at, clock = now_iso(), time.perf_counter()
             output, failure = self.attempt(step, iteration)
             duration_ms = round((time.perf_counter() - clock) * 1000, 3)
             result = StepResult(step.id, step.type, "completed", output or {}, None, started_at,
                                 now_iso(), iteration, self.cp.attempt)
             if failure is None:
-                self.cp.inflight = False
+                self.cp.inflight, self.cp.decided = False, True
                 self.scope[step.id] = result.output
                 self.decide(result, "step_completed", output=summarize(result.output),
                             duration_ms=duration_ms)
@@ -432,7 +437,7 @@ class _Run:
             if delay is None:
                 result.status, result.error = "failed", failure.message
                 result.output = failure.as_output(self.cp.attempt)
-                self.cp.inflight = False
+                self.cp.inflight, self.cp.decided = False, True
                 self.scope[step.id] = result.output
                 self.decide(result, "step_failed", error=failure.message,
                             error_kind=failure.kind, duration_ms=duration_ms)
@@ -440,6 +445,13 @@ class _Run:
             stopped = self.wait_to_retry(step, iteration, failure, delay)
             if stopped is not None:
                 return stopped
+
+    def cancel_before(self, step: Step) -> RunOutcome:
+        """End the run cancelled before ``step``'s attempt (its execution is undone)."""
+        if self.cp.attempt == 1:
+            self.cp.inflight = False
+            self.cp.visits[step.id] -= 1
+        return self.finish("cancelled", None)
 
     def wait_to_retry(
         self, step: Step, iteration: int, failure: _Failure, delay: float
@@ -540,32 +552,53 @@ class _Run:
     def run(self) -> RunOutcome:
         self.announce()
         steps = self.workflow.steps
+        if self.cp.decided and self.cp.index < len(steps):
+            # Taken up from a checkpoint written with a step's result, before the run
+            # moved past that step: move past it now.
+            step = steps[self.cp.index]
+            ended = self.advance(step, self.last[step.id])
+            if ended is not None:
+                return ended
         while self.cp.index < len(steps):
             step = steps[self.cp.index]
             if not self.cp.inflight and step.id in self.passed:
                 self.cp.index += 1
                 continue
-            if self.control.cancelled():
-                return self.finish("cancelled", None)
-            if self.cp.run_deadline is not None and time.time() >= self.cp.run_deadline:
-                timeout = self.workflow.timeout
-                return self.finish("failed", f"the run timed out: it may take {timeout:g} s")
-            if not self.cp.inflight:
-                error = self.over_limit(step)
-                if error:
-                    return self.finish("failed", error)
-            if self.hands_on(step):
-                return self.suspend("continuation")
+            stopped = self.stop_before(step)
+            if stopped is not None:
+                return stopped
             outcome = self.execute(step)
             if isinstance(outcome, RunOutcome):
                 return outcome
-            self.cp.index = self.next_index(step, outcome)
-            if self.cp.index < 0:
-                # The failed step is where a redrive takes the run up again, afresh.
-                self.cp.index = self.workflow.index_of(step.id)
-                self.cp.inflight, self.cp.attempt, self.cp.step_deadline = True, 1, None
-                return self.finish("failed", f"Step '{step.id}' failed: {outcome.error}")
+            ended = self.advance(step, outcome)
+            if ended is not None:
+                return ended
         return self.finish("completed", None)
+
+    def stop_before(self, step: Step) -> RunOutcome | None:
+        """How the run stops before ``step``, if it must: cancelled, out of time, handed on."""
+        if self.control.cancelled():
+            return self.finish("cancelled", None)
+        if self.cp.run_deadline is not None and time.time() >= self.cp.run_deadline:
+            timeout = self.workflow.timeout
+            return self.finish("failed", f"the run timed out: it may take {timeout:g} s")
+        if not self.cp.inflight:
+            error = self.over_limit(step)
+            if error:
+                return self.finish("failed", error)
+        if self.hands_on(step):
+            return self.suspend("continuation")
+        return None
+
+    def advance(self, step: Step, result: StepResult) -> RunOutcome | None:
+        """Move past decided ``step``; the run's end if its failure ends the run."""
+        self.cp.index, self.cp.decided = self.next_index(step, result), False
+        if self.cp.index >= 0:
+            return None
+        # The failed step is where a redrive takes the run up again, afresh.
+        self.cp.index = self.workflow.index_of(step.id)
+        self.cp.inflight, self.cp.attempt, self.cp.step_deadline = True, 1, None
+        return self.finish("failed", f"Step '{step.id}' failed: {result.error}")
 
     def next_index(self, step: Step, result: StepResult) -> int:
         """The step to run after ``step``; -1 when its failure fails the run."""
