@@ -60,6 +60,9 @@ class RetryPolicy(_Strict):
     def _known(cls, values: list[str | int]) -> list[str | int]:
         kinds = [v for v in values if isinstance(v, str) and not STATUS_CLASS.fullmatch(v)]
         unknown = [kind for kind in kinds if kind not in ERROR_KINDS]
+        if unknown and unknown[0][:1].isdigit():
+            raise ValueError(f"{unknown[0]!r} is neither an HTTP status (write numbers "
+                             "unquoted: 503) nor a class of them ('1xx' to '5xx')")
         if unknown:
             known = ", ".join(sorted(ERROR_KINDS))
             raise ValueError(f"unknown error kind {unknown[0]!r} (known: {known}; "
