@@ -316,9 +316,11 @@ def test_check_workflow_timeout_accepted_and_kept() -> None:
                       "like '5xx')"),
         ("[700]", "on: 700 is not an HTTP status (100-599)"),
         ("[99]", "on: 99 is not an HTTP status (100-599)"),
-        ("['6xx']", "unknown error kind '6xx'"),
+        ("['6xx']", "'6xx' is neither an HTTP status (write numbers unquoted: 503) nor a "
+                    "class of them ('1xx' to '5xx')"),
+        ("['503']", "'503' is neither an HTTP status"),
     ],
-    ids=["unknown-kind", "status-700", "status-99", "class-6xx"],
+    ids=["unknown-kind", "status-700", "status-99", "class-6xx", "quoted-status"],
 )
 def test_check_retry_on_refuses_what_is_no_kind_status_or_class(on: str, message: str) -> None:
     [problem] = problems_with(f"retry:\n  on: {on}\n")
