@@ -701,7 +701,12 @@ class Engine:
         in the executor; the record returned is then still ``running``.
         """
         run = self.create_run(workflow_id, data, headers, "running", run_id)
-        # If this process dies mid-run, this message finds the run once its lease ends.
-        self.enqueue_run(run["run_id"], self.settings.lease_seconds + 1, "check")
+        # If this process dies mid-run, this message finds the run once its lease ends;
+        # without it, the run would not be safe to start.
+        try:
+            self.enqueue_run(run["run_id"], self.settings.lease_seconds + 1, "check")
+        except StorageError:
+            self.fail_run(run["run_id"], "the run could not be queued")
+            raise
         finished = self.execute_run(run["run_id"], run, budget)
         return finished or self.store.get_run(run["run_id"])
