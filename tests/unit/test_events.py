@@ -25,6 +25,8 @@ class TableStub:
         self.rows: list[dict[str, Any]] = []
         self.reads = 0
         self.before_read: Callable[[int], None] | None = None
+        # The run record's status, as ``get_run`` answers it.
+        self.status = "completed"
 
     def add(self, event_type: str) -> dict[str, Any]:
         """Store the run's next event, of type ``event_type``; return it."""
@@ -38,6 +40,10 @@ class TableStub:
         if self.before_read is not None:
             self.before_read(self.reads)
         return [e for e in self.rows if e["seq"] > after][:limit]
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        """The run's record, as far as ``follow`` reads it."""
+        return {"run_id": run_id, "status": self.status}
 
 
 FAILED = ("run_started", "step_started", "step_failed", "run_failed")
@@ -251,5 +257,25 @@ def test_follow_passes_a_terminal_event_in_the_middle_of_a_redis_batch(
         return seen
 
     seen = asyncio.run(scenario())
+
+    assert [e["type"] for e in seen] == list(FAILED + REDRIVE)
+
+
+def test_follow_waits_past_run_failed_while_the_redriven_run_is_queued() -> None:
+    """A run redriven but not yet taken up has run_failed last; following goes on to its end."""
+    table = TableStub()
+    for kind in FAILED:
+        table.add(kind)
+    table.status = "queued"
+
+    def executor_takes_it_up(read: int) -> None:
+        if read == 4:
+            for kind in REDRIVE:
+                table.add(kind)
+            table.status = "completed"
+
+    table.before_read = executor_takes_it_up
+
+    seen = asyncio.run(_collect(follow(table, "r", 0, None)))
 
     assert [e["type"] for e in seen] == list(FAILED + REDRIVE)

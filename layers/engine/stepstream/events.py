@@ -140,6 +140,12 @@ async def _from_redis(
     return events
 
 
+async def _redriven(store: Store, run_id: str) -> bool:
+    """Whether a run whose last event is terminal is going on again (a redrive)."""
+    run = await asyncio.to_thread(store.get_run, run_id)
+    return run.get("status") in ("queued", "running")
+
+
 async def follow(
     store: Store, run_id: str, after: int = 0, live: redis.asyncio.Redis | None = None
 ) -> AsyncIterator[dict[str, Any]]:
@@ -151,9 +157,11 @@ async def follow(
 
     The end is a terminal event that nothing follows. A redriven run goes on after
     its ``run_failed``, so when a terminal event is the last one in hand, the table
-    is asked once what comes after it: nothing ends the iteration, anything else is
-    the next batch. A run redriven later still, after the iteration ended, is for
-    the reader's next request (the stream app tells a client at the end by a 204).
+    is asked what comes after it: anything is the next batch; nothing ends the
+    iteration, unless the run's record says it is queued or running again (redriven,
+    its next events not written yet), when following goes on. A run redriven later
+    still, after the iteration ended, is for the reader's next request (the stream
+    app tells a client at the end by a 204).
     """
     events = await _from_table(store, run_id, after)
     idle = POLL_INTERVAL_SECONDS
@@ -163,9 +171,10 @@ async def follow(
             after = event["seq"]
         if events and events[-1]["type"] in TERMINAL_TYPES:
             events = await _from_table(store, run_id, after)
-            if not events:
+            if events:
+                continue
+            if not await _redriven(store, run_id):
                 return
-            continue
         if live is not None:
             events = await _from_redis(live, run_id, after)
             if events:

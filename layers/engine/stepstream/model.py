@@ -120,7 +120,8 @@ class HttpStep(_StepBase):
         "without it, each attempt may take 30 s.",
     )
     accept_status: list[int | str] | Literal["any"] | None = Field(
-        None, description="Statuses that complete the step (numbers or classes like '4xx'); "
+        None, min_length=1,
+        description="Statuses that complete the step (numbers or classes like '4xx'); "
         "`any` accepts every response. By default 1xx-3xx complete it and 4xx/5xx fail it.",
     )
 

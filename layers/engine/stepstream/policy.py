@@ -100,4 +100,5 @@ def on_error(config: Mapping[str, Any]) -> tuple[str, str | None]:
 def goto_target(config: Mapping[str, Any]) -> str | None:
     """The step ``on_error: {goto: ...}`` names, if it names one."""
     value = config.get("on_error")
-    return str(value["goto"]) if isinstance(value, Mapping) and "goto" in value else None
+    target = value.get("goto") if isinstance(value, Mapping) else None
+    return target if isinstance(target, str) else None

@@ -59,6 +59,8 @@ logger = logging.getLogger(__name__)
 
 # step_completed events carry the output up to this size of JSON; past it, a summary.
 EVENT_OUTPUT_LIMIT = 16_384
+# No retry starts with less than this much of its step's time left.
+MIN_ATTEMPT_SECONDS = 0.1
 # A retry wait up to this long is slept in the process; a longer one goes to the queue.
 SLEEP_LIMIT_SECONDS = 5.0
 # The runner hands the rest of a run on when an invocation has less time than a step
@@ -313,7 +315,9 @@ class _Run:
             # An output stored as a summary (over the store's limit) is read as that.
             self.scope[step_id] = SKIPPED if result.status == "skipped" else result.output
         if resume.reason == "redrive":
-            self.cp.run_deadline = None  # a redriven run has its whole time again
+            # A redriven run has its whole time again, and its failed step all its tries.
+            self.cp.run_deadline = self.cp.step_deadline = self.cp.wake_at = None
+            self.cp.attempt = 1
 
     def snapshot(self) -> dict[str, Any]:
         """The checkpoint as it stands, for the recorder to write with its next batch."""
@@ -403,7 +407,7 @@ class _Run:
             return None
         delay = retry.delay(self.cp.attempt)
         deadline = self.cp.step_deadline
-        if deadline is not None and time.time() + delay >= deadline:
+        if deadline is not None and time.time() + delay + MIN_ATTEMPT_SECONDS >= deadline:
             return None  # no time is left for another attempt
         return delay
 
@@ -411,9 +415,14 @@ class _Run:
         """Run ``step`` through its attempts: its result, or how the run stopped meanwhile."""
         iteration = self.begin(step)
         self.control.worked = True
+        # The last failed attempt in this process: it stands if no time is left to retry.
+        failed: tuple[StepResult, _Failure] | None = None
         while True:
             if self.control.cancelled():
-                return self.cancel_before(step)
+                return self.cancel_before(step, failed)
+            deadline = self.cp.step_deadline
+            if failed is not None and deadline is not None and time.time() >= deadline:
+                return self.fail(*failed)
             data = self.step_data(step, "running", iteration)
             if self.cp.attempt > 1:
                 data["attempt"] = self.cp.attempt
@@ -421,7 +430,7 @@ class _Run:
             # does not start after all.
             self.recorder.emit("step_started", {**data, **self.progress()})
             if self.control.cancelled():
-                return self.cancel_before(step)
+                return self.cancel_before(step, failed)
             started_at, clock = now_iso(), time.perf_counter()
             output, failure = self.attempt(step, iteration)
             duration_ms = round((time.perf_counter() - clock) * 1000, 3)
@@ -433,24 +442,38 @@ class _Run:
                 self.decide(result, "step_completed", output=summarize(result.output),
                             duration_ms=duration_ms)
                 return result
+            result.completed_at = now_iso()
             delay = self.retry_delay(step, failure)
             if delay is None:
-                result.status, result.error = "failed", failure.message
-                result.output = failure.as_output(self.cp.attempt)
-                self.cp.inflight, self.cp.decided = False, True
-                self.scope[step.id] = result.output
-                self.decide(result, "step_failed", error=failure.message,
-                            error_kind=failure.kind, duration_ms=duration_ms)
-                return result
+                return self.fail(result, failure, duration_ms)
+            failed = (result, failure)
             stopped = self.wait_to_retry(step, iteration, failure, delay)
             if stopped is not None:
                 return stopped
 
-    def cancel_before(self, step: Step) -> RunOutcome:
-        """End the run cancelled before ``step``'s attempt (its execution is undone)."""
+    def fail(self, result: StepResult, failure: _Failure, duration_ms: float = 0) -> StepResult:
+        """Decide ``result`` failed with ``failure`` (its last attempt's)."""
+        result.status, result.error = "failed", failure.message
+        result.output = failure.as_output(result.attempts)
+        self.cp.inflight, self.cp.decided = False, True
+        self.scope[result.step_id] = result.output
+        self.decide(result, "step_failed", error=failure.message, error_kind=failure.kind,
+                    duration_ms=duration_ms)
+        return result
+
+    def cancel_before(
+        self, step: Step, failed: tuple[StepResult, _Failure] | None
+    ) -> RunOutcome:
+        """End the run cancelled before an attempt of ``step``.
+
+        Before its first attempt the execution is undone (the step never ran); after
+        a failed one, the step ends failed with that failure.
+        """
         if self.cp.attempt == 1:
             self.cp.inflight = False
             self.cp.visits[step.id] -= 1
+        elif failed is not None:
+            self.fail(*failed)
         return self.finish("cancelled", None)
 
     def wait_to_retry(
@@ -458,13 +481,14 @@ class _Run:
     ) -> RunOutcome | None:
         """Report the retry and wait for it here, or stop the run to wait in the queue."""
         retry = policy.Retry.of(step.config)
-        self.recorder.emit("step_retrying", {
-            **self.step_data(step, "retrying", iteration), **self.progress(),
-            "attempt": self.cp.attempt, "max_attempts": retry.attempts,
-            "delay_seconds": round(delay, 3), "error": failure.message,
-            "error_kind": failure.kind, "status_code": failure.status_code,
-        })
+        data = {**self.step_data(step, "retrying", iteration), **self.progress(),
+                "attempt": self.cp.attempt, "max_attempts": retry.attempts,
+                "delay_seconds": round(delay, 3), "error": failure.message,
+                "error_kind": failure.kind, "status_code": failure.status_code}
+        # The checkpoint written with this event names the next attempt: a run taken up
+        # after a crash in the wait does not make the failed attempt again.
         self.cp.attempt += 1
+        self.recorder.emit("step_retrying", data)
         left = self.control.time_left()
         room = left is None or left > delay + YIELD_MARGIN_SECONDS + self.budget(step)
         if delay <= SLEEP_LIMIT_SECONDS and room:
@@ -573,7 +597,8 @@ class _Run:
             ended = self.advance(step, outcome)
             if ended is not None:
                 return ended
-        return self.finish("completed", None)
+        # A cancel that came while the last step ran: the run ends as it was told.
+        return self.finish("cancelled" if self.control.cancelled() else "completed", None)
 
     def stop_before(self, step: Step) -> RunOutcome | None:
         """How the run stops before ``step``, if it must: cancelled, out of time, handed on."""
@@ -613,12 +638,28 @@ class _Run:
         return index + 1
 
     def finish(self, status: str, error: str | None) -> RunOutcome:
-        """End the run: mark the steps it never reached, then its terminal event."""
-        for step in self.workflow.steps:
+        """End the run: settle the step in flight, mark the steps not reached, then end."""
+        steps = self.workflow.steps
+        if self.cp.inflight and self.cp.index < len(steps) and not self.settled(
+                steps[self.cp.index]):
+            # It may have run (an attempt before a crash, or before a retry wait).
+            step = steps[self.cp.index]
+            why = error or f"the run was {status}"
+            result = StepResult(step.id, step.type, "failed", error=f"{why} during this step",
+                                completed_at=now_iso(), iteration=self.cp.visits[step.id],
+                                attempts=max(1, self.cp.attempt - 1))
+            self.fail(result, _Failure(result.error or why, "timeout" if error else "cancelled"))
+        for step in steps:
             if step.id not in self.last:
                 self.skip(step, NOT_REACHED)
         self.recorder.emit(f"run_{status}", {"status": status, **self.progress(), "error": error})
         return RunOutcome(status, len(self.last), self.total, error, list(self.last.values()))
+
+    def settled(self, step: Step) -> bool:
+        """Whether the current execution of ``step`` has its result."""
+        result = self.last.get(step.id)
+        return (result is not None and result.status != "skipped"
+                and result.iteration == self.cp.visits.get(step.id))
 
     def suspend(self, reason: str) -> RunOutcome:
         """Stop here; the caller queues the rest of the run (``wake_at``, if set, or now)."""

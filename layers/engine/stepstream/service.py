@@ -30,7 +30,7 @@ from stepstream.errors import (
 )
 from stepstream.events import TERMINAL_TYPES, RedisPublisher
 from stepstream.nodes import may_block
-from stepstream.runner import Checkpoint, Resume, StepResult, now_iso, run_workflow
+from stepstream.runner import NOT_REACHED, Checkpoint, Resume, StepResult, now_iso, run_workflow
 from stepstream.store import Claim, Progress, Release, RunEnd, Store
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie", "x-api-key",
 SECRET_HEADER_WORDS = ("signature", "token", "secret", "password")
 # A queue message stays invisible this much longer than the lease it carries.
 LEASE_GRACE_SECONDS = 30.0
+# How stale the knowledge of a cancel may be before a step starts: past it, ask.
+CANCEL_CHECK_SECONDS = 1.0
 # A message whose run met a passing storage failure comes back after this long.
 RETRY_MESSAGE_SECONDS = 2.0
 # SQS delays a message at most this long; a longer wait takes several hops.
@@ -291,6 +293,7 @@ class _RunControl:
         self.recorder = recorder
         self.budget = budget or Budget()
         self.wake = wake
+        self.checked_at = time.monotonic()
 
     @property
     def step_allowance(self) -> float | None:
@@ -305,7 +308,20 @@ class _RunControl:
         self.budget.worked = value
 
     def cancelled(self) -> bool:
-        return self.recorder.cancel_requested
+        """Whether a cancel was requested, as the last write saw it, or asked afresh.
+
+        Writes tell of a cancel; when none was made for ``CANCEL_CHECK_SECONDS`` (a
+        long step ran), the run's record is read, so a cancel is never missed for
+        long between steps that write nothing.
+        """
+        recorder = self.recorder
+        if recorder.cancel_requested:
+            return True
+        now = time.monotonic()
+        if now - max(recorder.written_at, self.checked_at) > CANCEL_CHECK_SECONDS:
+            self.checked_at = now
+            recorder.cancel_requested = recorder.engine.store.cancel_requested(recorder.run_id)
+        return recorder.cancel_requested
 
     def time_left(self) -> float | None:
         return self.budget.time_left()
@@ -648,11 +664,23 @@ class Engine:
         run_id = run["run_id"]
         seq = max(int(run.get("last_seq", 0)), self.store.last_event_seq(run_id))
         recorder = _StoredRecorder(self, run_id, run["lease_owner"], run, seq)
-        done, total = int(run.get("steps_completed", 0)), int(run.get("total_steps", 0))
-        recorder.emit(event_type, {"status": status, "steps_completed": done,
-                                   "total_steps": total,
-                                   "progress": int(done * 100 / total) if total else 100,
-                                   "error": error})
+        results = run.get("steps") or {}
+        recorder.restore(results, len(results))
+        total = int(run.get("total_steps", 0))
+
+        def progress() -> dict[str, Any]:
+            done = recorder.steps_completed
+            return {"steps_completed": done, "total_steps": total,
+                    "progress": int(done * 100 / total) if total else 100}
+
+        # As the runner ends a run: the steps never reached say so.
+        for step_id, node_type in run.get("step_order", []):
+            if step_id not in results:
+                skipped = StepResult(step_id, node_type, "skipped", error=NOT_REACHED)
+                recorder.step_done(skipped, recorder.steps_completed + 1)
+                recorder.emit("step_skipped", {"step_id": step_id, "node_type": node_type,
+                                               "status": "skipped", **progress()})
+        recorder.emit(event_type, {"status": status, **progress(), "error": error})
         return recorder
 
     def cancel_run(self, run_id: str) -> dict[str, Any]:
