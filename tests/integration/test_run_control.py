@@ -49,7 +49,12 @@ def test_cancel_of_a_queued_run_ends_it_at_once(api: httpx.Client) -> None:
 
     assert answer.status_code == 200
     assert answer.json()["status"] == "cancelled"
-    assert _types(sse_events(api, queued["run_id"])) == ["run_cancelled"]
+    # The steps it never reached are marked as the runner marks them.
+    assert _types(sse_events(api, queued["run_id"])) == [
+        "step_skipped", "step_skipped", "run_cancelled"]
+    run = api.get(f"/api/v1/runs/{queued['run_id']}").json()
+    assert [step["status"] for step in run["steps"]] == ["skipped", "skipped"]
+    assert (run["steps_completed"], run["total_steps"]) == (2, 2)
 
 
 def test_cancel_of_a_running_run_stops_it_before_its_next_step(
