@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,6 +12,8 @@ import httpx
 import pytest
 
 from stepstream import Engine, Settings
+from stepstream.runner import NOT_REACHED
+from stepstream.store import Store
 from tests.integration.conftest import register, sse_events
 from tests.support.servers import MockHttpServer
 
@@ -81,6 +84,101 @@ def test_cancel_of_a_running_run_stops_it_before_its_next_step(
     assert upstream.requests_to("/next") == []
     steps_by_id = {step["step_id"]: step["status"] for step in run["steps"]}
     assert steps_by_id == {"start": "completed", "slow": "completed", "after": "skipped"}
+
+
+def test_cancel_during_a_step_followed_only_by_local_steps_ends_the_run_cancelled(
+    api: httpx.Client, upstream: MockHttpServer
+) -> None:
+    """A cancel answered 202 is kept even when no write would tell the executor of it.
+
+    Given the stack's lease (nothing renews it during a 1.5 s step) and after the http
+    step only steps whose events wait for the end's batch, when the run is cancelled
+    during the http step, then it ends cancelled and the later steps never start.
+    """
+    lease = sys.modules["executor_handler"].engine().settings.lease_seconds
+    assert lease / 3 > 5, f"a {lease} s lease is renewed during the step: RUN_LEASE_SECONDS set?"
+    upstream.route("GET", "/slow", json={"ok": True}, delay=1.5)
+    steps = (f"  - id: slow\n    type: http\n    url: {upstream.url('/slow')}\n"
+             "  - id: tell\n    type: notify\n    message: told\n"
+             "  - id: gate\n    type: condition\n    condition: 'true'\n")
+    workflow_id = register(api, _workflow(steps))
+    run_id = api.post(f"/api/v1/runs/{workflow_id}/execute-async", json={"data": {}}).json()["id"]
+    while not upstream.requests_to("/slow"):
+        time.sleep(0.05)
+
+    answer = api.post(f"/api/v1/runs/{run_id}/cancel")
+
+    assert answer.status_code == 202
+    run = _finished(api, run_id)
+    assert run["status"] == "cancelled"
+    steps_by_id = {step["step_id"]: (step["status"], step["error_message"])
+                   for step in run["steps"]}
+    assert steps_by_id == {"start": ("completed", None), "slow": ("completed", None),
+                           "tell": ("skipped", NOT_REACHED), "gate": ("skipped", NOT_REACHED)}
+    events = sse_events(api, run_id)
+    assert _types(events)[-1] == "run_cancelled"
+    assert [e["step_id"] for e in events if e["type"] == "step_started"] == ["start", "slow"]
+
+
+def _waiting_to_retry(api: httpx.Client, upstream: MockHttpServer, store: Store) -> str:
+    """A run whose step ``down`` failed once and waits 30 s in the queue to retry; its id.
+
+    Its steps: ``start`` and ``ok`` completed, ``down`` waiting, ``after`` to come.
+    """
+    upstream.route("GET", "/ok", json={})
+    upstream.route("GET", "/down", status=503, json={})
+    steps = (f"  - id: ok\n    type: http\n    url: {upstream.url('/ok')}\n"
+             f"  - id: down\n    type: http\n    url: {upstream.url('/down')}\n"
+             "    retry: {attempts: 3, backoff: {initial: 30}, jitter: false}\n"
+             "  - id: after\n    type: notify\n    message: after\n")
+    workflow_id = register(api, _workflow(steps))
+    run_id = api.post(f"/api/v1/runs/{workflow_id}/execute-async", json={"data": {}}).json()["id"]
+    deadline = time.monotonic() + 30
+    while store.get_run(run_id).get("resume_reason") != "retry_wait":
+        assert time.monotonic() < deadline, "the run never went to wait in the queue"
+        time.sleep(0.05)
+    return run_id
+
+
+def test_cancel_in_a_queued_retry_wait_keeps_the_steps_completed(
+    api: httpx.Client, upstream: MockHttpServer, store: Store
+) -> None:
+    """The API ends a run waiting in the queue: its count keeps what ran; the rest not reached."""
+    run_id = _waiting_to_retry(api, upstream, store)
+
+    answer = api.post(f"/api/v1/runs/{run_id}/cancel")
+
+    assert answer.status_code == 200
+    assert (answer.json()["status"], answer.json()["steps_completed"]) == ("cancelled", 4)
+    run = api.get(f"/api/v1/runs/{run_id}").json()
+    assert (run["status"], run["steps_completed"], run["total_steps"]) == ("cancelled", 4, 4)
+    steps_by_id = {step["step_id"]: (step["status"], step["error_message"])
+                   for step in run["steps"]}
+    assert steps_by_id["ok"] == ("completed", None)
+    assert steps_by_id["after"] == ("skipped", NOT_REACHED)
+    listed = api.get("/api/v1/runs", params={"workflow_id": run["workflow_id"]}).json()
+    assert [(item["status"], item["steps_completed"]) for item in listed] == [("cancelled", 4)]
+    end = sse_events(api, run_id)[-1]
+    assert (end["type"], end["steps_completed"], end["progress"]) == ("run_cancelled", 4, 100)
+
+
+def test_cancel_in_a_queued_retry_wait_ends_the_waiting_step_failed(
+    api: httpx.Client, upstream: MockHttpServer, store: Store
+) -> None:
+    """The step waiting to retry has run (and failed): the API's cancel ends it failed.
+
+    As the runner ends a step in flight when its run is cancelled: not 'not reached'.
+    """
+    run_id = _waiting_to_retry(api, upstream, store)
+
+    answer = api.post(f"/api/v1/runs/{run_id}/cancel")
+
+    assert answer.status_code == 200
+    run = api.get(f"/api/v1/runs/{run_id}").json()
+    down = next(step for step in run["steps"] if step["step_id"] == "down")
+    assert (down["status"], down["iteration"], down["attempts"]) == ("failed", 1, 1), down
+    assert down["error_message"] != NOT_REACHED
+    assert len(upstream.requests_to("/down")) == 1
 
 
 @pytest.mark.parametrize(("route", "status"), [("cancel", "completed"), ("redrive", "completed")])

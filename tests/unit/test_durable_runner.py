@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 
+from stepstream import runner
 from stepstream.definition import Workflow, parse_workflow
 from stepstream.runner import (
+    MIN_ATTEMPT_SECONDS,
     NOT_REACHED,
     SLEEP_LIMIT_SECONDS,
     YIELD_MARGIN_SECONDS,
@@ -381,6 +383,76 @@ def test_workflow_timeout_fails_the_run_before_its_next_step(mock_http: MockHttp
     assert (tell.status, tell.error) == ("skipped", NOT_REACHED)
 
 
+@dataclass
+class StillClock:
+    """The runner's ``time`` with a clock that moves only by the waits it is told of."""
+
+    now: float = field(default_factory=time.time)
+
+    def time(self) -> float:
+        """The clock's time: still while a step runs."""
+        return self.now
+
+    def perf_counter(self) -> float:
+        """Real: durations are measured as usual."""
+        return time.perf_counter()
+
+    def wait(self, seconds: float) -> None:
+        """Move the clock on by ``seconds``, at once."""
+        self.now += seconds
+
+
+def test_retry_is_not_started_with_less_than_its_minimum_time_left(
+    mock_http: MockHttpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backoff that ends within MIN_ATTEMPT_SECONDS of the deadline: the 500 stands.
+
+    Given a 1 s timeout, a clock that stands still while the step runs, and a backoff
+    that would leave half of MIN_ATTEMPT_SECONDS, a retry would start with no time to
+    run and fail as a timeout: none is made.
+    """
+    clock = StillClock()
+    monkeypatch.setattr(runner, "time", clock)
+    mock_http.route("GET", "/down", status=500, json={"why": "boom"})
+    backoff = 1 - MIN_ATTEMPT_SECONDS / 2
+    keys_yaml = (f"timeout: 1\n"
+                 f"retry: {{attempts: 3, backoff: {{initial: {backoff}}}, jitter: false}}")
+    control = FakeControl()
+    control.wait = clock.wait  # type: ignore[method-assign]
+
+    outcome, recorder = start(fetch_then_tell(mock_http.url("/down"), keys_yaml), control)
+
+    assert len(mock_http.requests_to("/down")) == 1
+    assert "step_retrying" not in recorder.types
+    assert recorder.of("step_failed")[0]["error_kind"] == "http_status"
+    fetch = result_of(outcome, "fetch")
+    assert (fetch.status, fetch.attempts) == ("failed", 1)
+    assert fetch.output["body"] == {"why": "boom"}
+
+
+def test_retry_wait_that_overruns_the_step_deadline_keeps_the_last_real_failure(
+    mock_http: MockHttpServer,
+) -> None:
+    """A wait that ends past the deadline (a late wake-up) makes no attempt.
+
+    The step fails with the 500 it got, not with the timeout of an attempt that
+    never had time to run.
+    """
+    mock_http.route("GET", "/down", status=500, json={"why": "boom"})
+    keys_yaml = "timeout: 0.6\nretry: {attempts: 3, backoff: {initial: 0.2}, jitter: false}"
+    control = FakeControl()
+    control.wait = lambda seconds: time.sleep(seconds + 0.5)  # type: ignore[method-assign]
+
+    outcome, recorder = start(fetch_then_tell(mock_http.url("/down"), keys_yaml), control)
+
+    assert len(mock_http.requests_to("/down")) == 1
+    assert recorder.of("step_failed")[0]["error_kind"] == "http_status"
+    fetch = result_of(outcome, "fetch")
+    assert (fetch.status, fetch.attempts) == ("failed", 1)
+    assert fetch.error == f"url: GET {mock_http.url('/down')} answered 500"
+    assert fetch.output["body"] == {"why": "boom"}
+
+
 # -- on_error -------------------------------------------------------------------------
 
 
@@ -573,6 +645,45 @@ def test_resume_after_retry_wait_keeps_the_step_deadline(mock_http: MockHttpServ
     assert second.checkpoint().step_deadline == deadline
 
 
+class ExecutorKilled(BaseException):
+    """The executor's process dies: nothing in the runner handles it."""
+
+
+def test_crash_during_a_short_retry_wait_makes_no_attempt_twice(mock_http: MockHttpServer) -> None:
+    """With attempts: 2, an executor killed in the wait leaves only attempt 2 to make.
+
+    Given what the store holds once step_retrying is written, when the executor dies
+    in the wait and another takes the run up, then two requests were made in all and
+    attempt 1 was announced as retried once.
+    """
+    mock_http.route("GET", "/down", status=503)
+    wf = fetch_then_tell(mock_http.url("/down"),
+                         "retry: {attempts: 2, backoff: {initial: 0.01}, jitter: false}")
+    first = MemoryRecorder()
+    written: list[Resume] = []
+    emit = first.emit
+
+    def emit_then_die(event_type: str, data: dict[str, Any]) -> None:
+        emit(event_type, data)
+        if event_type == "step_retrying":
+            written.append(Resume(first.checkpoint(), first.stored(), "recovered", 2))
+            raise ExecutorKilled
+
+    first.emit = emit_then_die  # type: ignore[method-assign]
+    with pytest.raises(ExecutorKilled):
+        run_workflow(wf, "run-1", {"body": {}, "headers": {}}, first)
+    assert written[0].checkpoint.attempt == 2
+
+    outcome, after = start(wf, resume=written[0])
+
+    assert len(mock_http.requests_to("/down")) == 2
+    assert [d["attempt"] for d in first.of("step_retrying") + after.of("step_retrying")] == [1]
+    started = [d.get("attempt", 1) for d in after.of("step_started") if d["step_id"] == "fetch"]
+    assert started == [2]
+    fetch = result_of(outcome, "fetch")
+    assert (fetch.status, fetch.attempts) == ("failed", 2)
+
+
 # -- handing on for lack of time ------------------------------------------------------
 
 
@@ -699,6 +810,45 @@ def test_cancel_during_a_retry_wait_reports_no_attempt_it_does_not_make(
     assert started == [1]
 
 
+def test_cancel_during_the_last_step_ends_the_run_cancelled(mock_http: MockHttpServer) -> None:
+    """A cancel asked while the last step runs is kept: the run ends cancelled, not completed."""
+    control = FakeControl()
+
+    def answer(_request: RecordedRequest) -> Reply:
+        control.cancel = True
+        return json_reply(200, {"ok": True})
+
+    mock_http.respond_with("GET", "/last", answer)
+    wf = workflow(f"- id: start\n  type: trigger\n- id: fetch\n  type: http\n"
+                  f"  url: {mock_http.url('/last')}\n")
+
+    outcome, recorder = start(wf, control)
+
+    assert (outcome.status, outcome.error) == ("cancelled", None)
+    assert recorder.types[-2:] == ["step_completed", "run_cancelled"]
+    assert statuses(outcome) == {"start": "completed", "fetch": "completed"}
+
+
+def test_cancel_during_a_retry_wait_ends_the_step_failed_with_its_last_failure(
+    mock_http: MockHttpServer,
+) -> None:
+    """The step ran, and failed, before the cancel: it ends failed with that failure."""
+    mock_http.route("GET", "/down", status=503, json={"error": "maintenance"})
+    control = FakeControl()
+    control.wait = lambda seconds: setattr(control, "cancel", True)  # type: ignore[method-assign]
+
+    outcome, recorder = start(fetch_then_tell(mock_http.url("/down"), FAST), control)
+
+    assert outcome.status == "cancelled"
+    assert recorder.step_events("fetch") == ["step_started", "step_retrying", "step_failed"]
+    fetch = result_of(outcome, "fetch")
+    assert (fetch.status, fetch.attempts, fetch.iteration) == ("failed", 1, 1)
+    assert fetch.error == f"url: GET {mock_http.url('/down')} answered 503"
+    assert fetch.output["error"]["kind"] == "http_status"
+    assert fetch.output["body"] == {"error": "maintenance"}
+    assert result_of(outcome, "tell").error == NOT_REACHED
+
+
 # -- taking a run up again ----------------------------------------------------------
 
 
@@ -815,3 +965,62 @@ def test_redrive_of_a_timed_out_run_gets_the_whole_timeout_again(
 
     assert outcome.status == "completed"
     assert len(calls) == 2
+
+
+def woken_after_the_run_timed_out(
+    wf: Workflow,
+) -> tuple[RunOutcome, dict[str, dict[str, Any]], MemoryRecorder]:
+    """Run ``wf`` into a queued retry wait, then take it up after the run's deadline.
+
+    Returns the outcome of that second turn, the step results the store then holds
+    (both turns'), and the second turn's recorder.
+    """
+    waiting, first = start(wf)
+    assert (waiting.status, waiting.reason) == ("suspended", "retry_wait")
+    checkpoint = first.checkpoint()
+    # The wake-up came after the workflow's timeout (a long wait, a slow queue).
+    checkpoint.run_deadline = checkpoint.step_deadline = time.time() - 1
+    outcome, second = start(wf, resume=Resume(checkpoint, first.stored(), "retry_wait", 2))
+    return outcome, {**first.stored(), **second.stored()}, second
+
+
+def test_run_timed_out_in_a_queued_retry_wait_ends_the_waiting_step_failed(
+    mock_http: MockHttpServer,
+) -> None:
+    """The step waiting to retry has run: it ends failed by the timeout, not 'not reached'."""
+    mock_http.route("GET", "/down", status=503)
+    wf = fetch_then_tell(mock_http.url("/down"), LONG_WAIT, top="timeout: 120\n")
+
+    outcome, _stored, recorder = woken_after_the_run_timed_out(wf)
+
+    assert (outcome.status, outcome.error) == ("failed", "the run timed out: it may take 120 s")
+    assert recorder.step_events("fetch") == ["step_failed"]
+    fetch = result_of(outcome, "fetch")
+    assert (fetch.status, fetch.attempts, fetch.iteration) == ("failed", 1, 1)
+    assert fetch.error == "the run timed out: it may take 120 s during this step"
+    assert fetch.output["error"]["kind"] == "timeout"
+    assert result_of(outcome, "tell").error == NOT_REACHED
+    assert len(mock_http.requests_to("/down")) == 1
+
+
+def test_redrive_of_a_run_timed_out_in_a_queued_retry_wait_tries_the_step_again(
+    mock_http: MockHttpServer,
+) -> None:
+    """The redrive gives the waiting step a fresh deadline and all its tries: it runs, and passes.
+
+    Given a run that timed out while its step waited in the queue to retry, when it
+    is redriven, then the step is requested again (as the same execution) and the
+    run completes.
+    """
+    answer_in_turn(mock_http, "/flaky", 503, 200)
+    wf = fetch_then_tell(mock_http.url("/flaky"), LONG_WAIT, top="timeout: 120\n")
+    timed_out, stored, second = woken_after_the_run_timed_out(wf)
+    assert timed_out.status == "failed"
+
+    outcome, recorder = start(wf, resume=Resume(second.checkpoint(), stored, "redrive", 3))
+
+    assert (outcome.status, outcome.error) == ("completed", None)
+    assert keys(mock_http, "/flaky") == ["run-1/fetch/1", "run-1/fetch/1"]
+    started = [d.get("attempt", 1) for d in recorder.of("step_started") if d["step_id"] == "fetch"]
+    assert started == [1]
+    assert result_of(outcome, "tell").output["message"] == "got 200"

@@ -261,12 +261,17 @@ def test_follow_passes_a_terminal_event_in_the_middle_of_a_redis_batch(
     assert [e["type"] for e in seen] == list(FAILED + REDRIVE)
 
 
-def test_follow_waits_past_run_failed_while_the_redriven_run_is_queued() -> None:
-    """A run redriven but not yet taken up has run_failed last; following goes on to its end."""
+@pytest.mark.parametrize("status", ["queued", "running"])
+def test_follow_waits_past_run_failed_while_the_redriven_run_is_queued(status: str) -> None:
+    """A run redriven but not yet taken up has run_failed last; following goes on to its end.
+
+    Its record says ``queued`` (the redrive's message not yet delivered) or ``running``
+    (taken up, its run_resumed not yet written).
+    """
     table = TableStub()
     for kind in FAILED:
         table.add(kind)
-    table.status = "queued"
+    table.status = status
 
     def executor_takes_it_up(read: int) -> None:
         if read == 4:

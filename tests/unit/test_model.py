@@ -349,6 +349,22 @@ def test_check_accept_status_list_refuses_what_is_no_status_or_class(
 
 
 
+def test_check_accept_status_empty_list_refused_at_its_key() -> None:
+    """An empty list would accept no answer at all: refused, rather than read as the default."""
+    [problem] = problems_with("accept_status: []\n")
+
+    assert problem.message.startswith("value should have at least 1 item")
+    assert (problem.line, problem.step_id, problem.field) == (8, "fetch", "accept_status")
+
+
+def test_check_on_error_goto_null_names_no_step_called_none() -> None:
+    """``goto: null`` is a wrong value at its key, not a jump to a step named 'None'."""
+    problems = problems_with("on_error: {goto: null}\n")
+
+    assert {p.field for p in problems} == {"on_error", "goto"}
+    assert not [p for p in problems if "unknown step" in p.message], problems
+
+
 @pytest.mark.parametrize(
     ("keys", "fields", "line"),
     [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from textwrap import dedent, indent
@@ -13,8 +14,8 @@ import pytest
 from stepstream.definition import Step, Workflow, parse_workflow
 from stepstream.errors import LeaseLostError, StorageError
 from stepstream.nodes import may_block
-from stepstream.runner import Checkpoint, Resume, StepResult, run_workflow
-from stepstream.service import FLUSH_EVENTS, _StoredRecorder
+from stepstream.runner import NOT_REACHED, Checkpoint, Resume, StepResult, run_workflow
+from stepstream.service import FLUSH_EVENTS, _RunControl, _StoredRecorder
 from stepstream.store import Progress, Release
 from tests.support.servers import MockHttpServer, RecordedRequest, Reply, json_reply
 
@@ -34,6 +35,8 @@ class FakeStore:
     # What save_progress and renew_lease answer: whether a cancel was requested.
     cancel: bool = False
     lose_lease: bool = False
+    # Reads of the cancel flag alone (cancel_requested), not made by a write.
+    cancel_reads: int = 0
 
     def save_progress(self, run_id: str, owner: str, progress: Progress,
                       lease_until: float) -> tuple[list[dict[str, Any]], bool]:
@@ -53,6 +56,11 @@ class FakeStore:
     def renew_lease(self, run_id: str, owner: str, until: float) -> bool:
         """Keep the renewal; return the cancel flag."""
         self.writes.append(("renew", until))
+        return self.cancel
+
+    def cancel_requested(self, run_id: str) -> bool:
+        """Count the read; return the cancel flag."""
+        self.cancel_reads += 1
         return self.cancel
 
     def events(self) -> list[tuple[list[int], list[str]]]:
@@ -233,6 +241,32 @@ def test_each_batch_writes_the_checkpoint_as_it_stands(mock_http: MockHttpServer
 
 
 
+def test_the_batch_of_step_retrying_writes_a_checkpoint_naming_the_next_attempt(
+    mock_http: MockHttpServer,
+) -> None:
+    """An executor that dies in the retry wait leaves a record whose next attempt is 2.
+
+    The failed attempt is over once its step_retrying is written: a run taken up from
+    that record does not make it again.
+    """
+    mock_http.route("GET", "/down", status=503)
+    engine = FakeEngine()
+    run(workflow(f"""\
+        - id: start
+          type: trigger
+        - id: fetch
+          type: http
+          url: {mock_http.url("/down")}
+          retry: {{attempts: 2, backoff: {{initial: 0.01}}, jitter: false}}
+        """), engine)
+
+    writes = engine.store.writes
+    at = next(i for i, w in enumerate(writes) if w[0] == "events" and "step_retrying" in w[2])
+    progress = next(w[1] for w in writes[at:] if w[0] == "progress")
+    checkpoint = Checkpoint.from_dict(progress.checkpoint or {})
+    assert (checkpoint.index, checkpoint.inflight, checkpoint.attempt) == (1, True, 2)
+
+
 def test_run_taken_up_from_a_batch_ending_on_a_step_result_does_not_run_that_step_again() -> None:
     """Given 12 log steps after the trigger, event 25 is tell_11's step_completed.
 
@@ -370,6 +404,73 @@ def test_a_run_that_sees_its_cancel_flag_stops_before_its_next_step(
     assert engine.store.events()[-1][1] == ["run_cancelled"]
     end = engine.store.progress()[-1].finish
     assert end is not None and end.status == "cancelled"
+
+
+def _control(engine: FakeEngine) -> tuple[_StoredRecorder, _RunControl]:
+    recorder = _StoredRecorder(engine, "run-1", owner="lease-1")
+    return recorder, _RunControl(recorder, None, threading.Event())
+
+
+def test_control_with_no_write_for_a_while_reads_the_cancel_flag() -> None:
+    """A cancel no write has seen (a long step, a lease renewed rarely) is still found."""
+    engine = FakeEngine(FakeStore(cancel=True))
+    recorder, control = _control(engine)
+    recorder.written_at = control.checked_at = time.monotonic() - 60  # a minute-long step
+
+    assert control.cancelled() is True
+    assert engine.store.cancel_reads == 1
+
+
+def test_control_just_written_makes_no_read_of_its_own() -> None:
+    """Right after a write (which reports a cancel itself), asking costs no read."""
+    engine = FakeEngine(FakeStore(cancel=True))
+    recorder, control = _control(engine)
+
+    assert control.cancelled() is False
+    assert engine.store.cancel_reads == 0
+
+
+def test_cancel_during_a_blocking_step_stops_the_run_when_only_local_steps_follow(
+    mock_http: MockHttpServer,
+) -> None:
+    """A cancel answered 202 is kept though no write comes before the run's end.
+
+    Given a cancel asked while the http step runs (a minute, say: no write meanwhile),
+    and after it only steps whose events wait for the end's batch, the run ends
+    cancelled before the first of them.
+    """
+    engine = FakeEngine()
+    wf = workflow(f"""\
+        - id: start
+          type: trigger
+        - id: fetch
+          type: http
+          url: {mock_http.url("/slow")}
+        - id: tell
+          type: notify
+          message: told
+        - id: gate
+          type: condition
+          condition: "true"
+        """)
+    recorder = recorder_for(wf, engine)
+    control = _RunControl(recorder, None, threading.Event())
+
+    def answer(_request: RecordedRequest) -> Reply:
+        engine.store.cancel = True
+        # As if the step had run for a minute: the last write is that old.
+        recorder.written_at = control.checked_at = time.monotonic() - 60
+        return json_reply(200, {})
+
+    mock_http.respond_with("GET", "/slow", answer)
+
+    outcome = run_workflow(wf, "run-1", {"body": {}, "headers": {}}, recorder, control)
+
+    assert outcome.status == "cancelled"
+    results = {result.step_id: (result.status, result.error) for result in outcome.results}
+    assert results == {"start": ("completed", None), "fetch": ("completed", None),
+                       "tell": ("skipped", NOT_REACHED), "gate": ("skipped", NOT_REACHED)}
+    assert engine.store.events()[-1][1] == ["run_cancelled"]
 
 
 def test_lost_lease_leaves_the_terminal_event_unwritten() -> None:
