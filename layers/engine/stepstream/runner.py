@@ -637,18 +637,25 @@ class _Run:
             return self.jump(index, step, result)
         return index + 1
 
-    def finish(self, status: str, error: str | None) -> RunOutcome:
-        """End the run: settle the step in flight, mark the steps not reached, then end."""
+    def finish(self, status: str, error: str | None, kind: str | None = None) -> RunOutcome:
+        """End the run: settle the step in flight, mark the steps not reached, then end.
+
+        A step in flight may have run (an attempt before a crash, before a retry
+        wait): it ends failed, with ``kind`` (by default ``cancelled`` or ``timeout``),
+        and stays where a redrive takes the run up again.
+        """
         steps = self.workflow.steps
         if self.cp.inflight and self.cp.index < len(steps) and not self.settled(
                 steps[self.cp.index]):
-            # It may have run (an attempt before a crash, or before a retry wait).
             step = steps[self.cp.index]
             why = error or f"the run was {status}"
             result = StepResult(step.id, step.type, "failed", error=f"{why} during this step",
                                 completed_at=now_iso(), iteration=self.cp.visits[step.id],
                                 attempts=max(1, self.cp.attempt - 1))
-            self.fail(result, _Failure(result.error or why, "timeout" if error else "cancelled"))
+            kind = kind or ("cancelled" if status == "cancelled" else "timeout")
+            self.fail(result, _Failure(result.error or why, kind))
+            self.cp.inflight, self.cp.decided, self.cp.attempt = True, False, 1
+            self.cp.step_deadline = None
         for step in steps:
             if step.id not in self.last:
                 self.skip(step, NOT_REACHED)
@@ -665,6 +672,25 @@ class _Run:
         """Stop here; the caller queues the rest of the run (``wake_at``, if set, or now)."""
         return RunOutcome("suspended", len(self.last), self.total, None,
                           list(self.last.values()), wake_at=self.cp.wake_at, reason=reason)
+
+
+def end_run(
+    workflow: Workflow,
+    run_id: str,
+    recorder: Recorder,
+    resume: Resume | None,
+    status: str,
+    error: str | None,
+    kind: str | None = None,
+) -> RunOutcome:
+    """End a run that is not running here, as the runner ends one (``_Run.finish``).
+
+    For a run cancelled or failed from outside (the API, the dead-letter queue): the
+    step in flight, if any, ends failed with ``kind``, the steps not reached say so,
+    and the terminal event ``run_<status>`` follows.
+    """
+    run = _Run(workflow, run_id, {}, recorder, None, resume)
+    return run.finish(status, error, kind)
 
 
 def run_workflow(

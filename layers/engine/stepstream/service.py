@@ -30,7 +30,14 @@ from stepstream.errors import (
 )
 from stepstream.events import TERMINAL_TYPES, RedisPublisher
 from stepstream.nodes import may_block
-from stepstream.runner import NOT_REACHED, Checkpoint, Resume, StepResult, now_iso, run_workflow
+from stepstream.runner import (
+    Checkpoint,
+    Resume,
+    StepResult,
+    end_run,
+    now_iso,
+    run_workflow,
+)
 from stepstream.store import Claim, Progress, Release, RunEnd, Store
 
 logger = logging.getLogger(__name__)
@@ -584,12 +591,7 @@ class Engine:
         workflow: Workflow = _parsed(run["yaml_content"])
         recorder.blocking = frozenset(step.id for step in workflow.steps if may_block(step))
         trigger = {"body": run["trigger_data"], "headers": run.get("trigger_headers", {})}
-        resume = None
-        if run.get("checkpoint"):
-            results = run.get("steps") or {}
-            recorder.restore(results, int(run.get("steps_completed", 0)))
-            resume = Resume(Checkpoint.from_dict(run["checkpoint"]), results,
-                            run.get("resume_reason") or "recovered", int(run.get("attempt", 1)))
+        resume = self._resume_of(run, recorder)
         outcome = run_workflow(workflow, run_id, trigger, recorder, control, resume)
         if outcome.status != "suspended":
             return
@@ -609,6 +611,16 @@ class Engine:
                 keepalive(RETRY_MESSAGE_SECONDS)
         except Exception:  # noqa: BLE001 - the lease ends by itself; the message comes back
             logger.warning("run not let go", exc_info=True, extra={"run_id": recorder.run_id})
+
+    @staticmethod
+    def _resume_of(run: dict[str, Any], recorder: _StoredRecorder) -> Resume | None:
+        """Where a run stored with a checkpoint goes on from; None for a fresh run."""
+        if not run.get("checkpoint"):
+            return None
+        results = run.get("steps") or {}
+        recorder.restore(results, int(run.get("steps_completed", 0)))
+        return Resume(Checkpoint.from_dict(run["checkpoint"]), results,
+                      run.get("resume_reason") or "recovered", int(run.get("attempt", 1)))
 
     def _pass_over(self, run_id: str, claim: Claim) -> None:
         """Leave a run this executor cannot take; make sure someone looks again."""
@@ -656,31 +668,17 @@ class Engine:
                                      self.settings.lease_seconds, mode="force")
         if claim.state != "claimed":
             return False
-        self._end_as(claim.record, "run_failed", "failed", error)
+        self._end_as(claim.record, "failed", error, "crash")
         return True
 
-    def _end_as(self, run: dict[str, Any], event_type: str, status: str,
-                error: str | None) -> _StoredRecorder:
+    def _end_as(self, run: dict[str, Any], status: str, error: str | None,
+                kind: str | None = None) -> _StoredRecorder:
+        """End ``run`` (claimed here) as its executor would have; see ``runner.end_run``."""
         run_id = run["run_id"]
         seq = max(int(run.get("last_seq", 0)), self.store.last_event_seq(run_id))
-        recorder = _StoredRecorder(self, run_id, run["lease_owner"], run, seq)
-        results = run.get("steps") or {}
-        recorder.restore(results, len(results))
-        total = int(run.get("total_steps", 0))
-
-        def progress() -> dict[str, Any]:
-            done = recorder.steps_completed
-            return {"steps_completed": done, "total_steps": total,
-                    "progress": int(done * 100 / total) if total else 100}
-
-        # As the runner ends a run: the steps never reached say so.
-        for step_id, node_type in run.get("step_order", []):
-            if step_id not in results:
-                skipped = StepResult(step_id, node_type, "skipped", error=NOT_REACHED)
-                recorder.step_done(skipped, recorder.steps_completed + 1)
-                recorder.emit("step_skipped", {"step_id": step_id, "node_type": node_type,
-                                               "status": "skipped", **progress()})
-        recorder.emit(event_type, {"status": status, **progress(), "error": error})
+        recorder = _StoredRecorder(self, run_id, run["lease_owner"], {"steps": {}, **run}, seq)
+        resume = self._resume_of(run, recorder)
+        end_run(_parsed(run["yaml_content"]), run_id, recorder, resume, status, error, kind)
         return recorder
 
     def cancel_run(self, run_id: str) -> dict[str, Any]:
@@ -700,7 +698,7 @@ class Engine:
         claim = self.store.claim_run(run_id, str(uuid.uuid4()), time.time(),
                                      self.settings.lease_seconds, mode="cancel")
         if claim.state == "claimed":
-            recorder = self._end_as(claim.record, "run_cancelled", "cancelled", None)
+            recorder = self._end_as(claim.record, "cancelled", None)
             assert recorder.record is not None
             return recorder.record
         if claim.state == "finished":
