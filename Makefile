@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SAM_VENV := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed
 
-.PHONY: demo dev test lint build clean chromium bench bench-profile bench-probe
+.PHONY: demo dev test lint build clean chromium bench bench-profile bench-probe soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -80,3 +80,8 @@ build: $(SAM_STAMP)
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache
+
+## soak: the fault soak at full size: 500 runs through random faults (SOAK_SEED repeats a plan)
+# make test runs it with 200 runs; 500 take about 6 minutes on 2 cores.
+soak: $(STAMP)
+	SOAK_RUNS=$${SOAK_RUNS:-500} $(BIN)/python -m pytest tests/faults/test_soak.py -q

@@ -1,0 +1,1 @@
+"""Fault injection on the local stack: crashes, duplicates, throttling, slow steps, the soak."""
