@@ -26,8 +26,6 @@ from stepstream import Engine, Settings
 from stepstream.service import Budget
 
 logger = Logger(service="stepstream-executor")
-processor = BatchProcessor(event_type=EventType.SQS)
-dead_letters = BatchProcessor(event_type=EventType.SQS)
 
 
 @cache
@@ -74,9 +72,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         status = finished["status"] if finished else "not taken"
         logger.info("run message processed", extra={"status": status})
 
-    return process_partial_response(
-        event=event, record_handler=run_record, processor=processor, context=context
-    )
+    # A processor per invocation: it holds the batch's state, and the local stack calls
+    # a handler from several threads at once (Lambda never does).
+    return process_partial_response(event=event, record_handler=run_record, context=context,
+                                    processor=BatchProcessor(event_type=EventType.SQS))
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -89,12 +88,10 @@ def dead_letter_handler(event: dict[str, Any], context: LambdaContext) -> dict[s
         except ValueError:
             logger.error("poison message dropped", extra={"body": record.body[:200]})
             return
-        receives = record.attributes.approximate_receive_count
-        error = (f"the executor failed this run's message {receives} times; it went to "
-                 "the dead-letter queue (see the executor's logs for why)")
+        error = ("the executor failed this run's message as many times as the queue "
+                 "allows; it went to the dead-letter queue (see the executor's logs for why)")
         failed = engine().fail_run(run_id, error)
         logger.warning("dead letter", extra={"run_id": run_id, "run_failed": failed})
 
-    return process_partial_response(
-        event=event, record_handler=fail, processor=dead_letters, context=context
-    )
+    return process_partial_response(event=event, record_handler=fail, context=context,
+                                    processor=BatchProcessor(event_type=EventType.SQS))

@@ -318,6 +318,10 @@ class _Run:
             # A redriven run has its whole time again, and its failed step all its tries.
             self.cp.run_deadline = self.cp.step_deadline = self.cp.wake_at = None
             self.cp.attempt = 1
+        elif resume.reason == "recovered" and self.cp.inflight:
+            # The step in flight starts again: the time the run lay waiting for a new
+            # executor (a lease to end, a message to come back) is not the step's.
+            self.cp.step_deadline = None
 
     def snapshot(self) -> dict[str, Any]:
         """The checkpoint as it stands, for the recorder to write with its next batch."""

@@ -54,6 +54,9 @@ SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie", "x-api-key",
 SECRET_HEADER_WORDS = ("signature", "token", "secret", "password")
 # A queue message stays invisible this much longer than the lease it carries.
 LEASE_GRACE_SECONDS = 30.0
+# The share of a lease that must be left for events to be written on the strength of
+# the last renewal (see ``_StoredRecorder._hold_lease``).
+LEASE_SAFETY = 0.5
 # How stale the knowledge of a cancel may be before a step starts: past it, ask.
 CANCEL_CHECK_SECONDS = 1.0
 # A message whose run met a passing storage failure comes back after this long.
@@ -193,6 +196,7 @@ class _StoredRecorder:
             body = events[:-1] if ending else events
             store = self.engine.store
             if body:
+                self._hold_lease()
                 store.put_events(self.run_id, body)
             progress = Progress(
                 results, self.steps_completed, self.seq,
@@ -209,6 +213,23 @@ class _StoredRecorder:
         if events and self.engine.publisher is not None:
             self.engine.publisher.publish_many(
                 self.run_id, [(seq, text) for seq, _type, text in events])
+
+    def _hold_lease(self) -> None:
+        """Make sure the lease holds before events are written without a condition.
+
+        A batch write of events has no condition, so the lease must be known to hold
+        when it goes: the last write that renewed it must be recent enough that the
+        lease cannot have run out (by ``LEASE_SAFETY`` of its length). If it is older
+        (renewals failed, or the process stalled), it is renewed first, which raises
+        ``LeaseLostError`` if another executor has the run. Called with ``lock`` held.
+        """
+        lease = self.engine.settings.lease_seconds
+        if time.monotonic() - self.written_at < lease * (1 - LEASE_SAFETY):
+            return
+        until = time.time() + lease
+        if self.engine.store.renew_lease(self.run_id, self.owner, until):
+            self.cancel_requested = True
+        self.written_at = time.monotonic()
 
     def renew(self, lease_seconds: float) -> None:
         """Extend the lease (the keeper's thread); notes a cancel request."""
@@ -541,16 +562,23 @@ class Engine:
         Raises:
             NotFoundError: No such run.
         """
-        if run is None:
-            claim = self.store.claim_run(run_id, str(uuid.uuid4()), time.time(),
-                                         self.settings.lease_seconds)
-            if claim.state != "claimed":
-                self._pass_over(run_id, claim)
-                return None
-            run = claim.record
-        seq = run.get("last_seq", 0)
-        if int(run.get("attempt", 1)) > 1 or seq:
-            seq = max(seq, self.store.last_event_seq(run_id))
+        try:
+            if run is None:
+                claim = self.store.claim_run(run_id, str(uuid.uuid4()), time.time(),
+                                             self.settings.lease_seconds)
+                if claim.state != "claimed":
+                    self._pass_over(run_id, claim)
+                    return None
+                run = claim.record
+            seq = run.get("last_seq", 0)
+            if int(run.get("attempt", 1)) > 1 or seq:
+                seq = max(seq, self.store.last_event_seq(run_id))
+        except StorageError as exc:
+            # As for a failure mid-run: the message comes back in seconds, not after
+            # the queue's whole visibility timeout.
+            if exc.retryable:
+                self._bring_back(run_id, keepalive)
+            raise
         recorder = _StoredRecorder(self, run_id, run["lease_owner"], {"steps": {}, **run}, seq)
         recorder.cancel_requested = bool(run.get("cancel_requested"))
         wake = threading.Event()
@@ -592,6 +620,10 @@ class Engine:
         recorder.blocking = frozenset(step.id for step in workflow.steps if may_block(step))
         trigger = {"body": run["trigger_data"], "headers": run.get("trigger_headers", {})}
         resume = self._resume_of(run, recorder)
+        if resume is None and recorder.seq:
+            # An attempt wrote events, then died before its first record write: the run
+            # did start, and goes on from its first step as a resumed run.
+            resume = Resume(Checkpoint(), {}, "recovered", int(run.get("attempt", 1)))
         outcome = run_workflow(workflow, run_id, trigger, recorder, control, resume)
         if outcome.status != "suspended":
             return
@@ -607,10 +639,19 @@ class Engine:
         """Best effort: free the run's lease now and bring its message back soon."""
         try:
             self.store.renew_lease(recorder.run_id, recorder.owner, 0)
-            if keepalive is not None:
-                keepalive(RETRY_MESSAGE_SECONDS)
-        except Exception:  # noqa: BLE001 - the lease ends by itself; the message comes back
+        except Exception:  # noqa: BLE001 - the lease ends by itself
             logger.warning("run not let go", exc_info=True, extra={"run_id": recorder.run_id})
+        self._bring_back(recorder.run_id, keepalive)
+
+    @staticmethod
+    def _bring_back(run_id: str, keepalive: Callable[[float], None] | None) -> None:
+        """Best effort: make the run's message visible again in RETRY_MESSAGE_SECONDS."""
+        if keepalive is None:
+            return
+        try:
+            keepalive(RETRY_MESSAGE_SECONDS)
+        except Exception:  # noqa: BLE001 - it comes back after its visibility timeout anyway
+            logger.warning("message not brought back", exc_info=True, extra={"run_id": run_id})
 
     @staticmethod
     def _resume_of(run: dict[str, Any], recorder: _StoredRecorder) -> Resume | None:

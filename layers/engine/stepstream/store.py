@@ -562,7 +562,7 @@ class Store:
         """Append one event; a second write of the same ``seq`` is refused, not doubled.
 
         Raises:
-            LeaseLostError: The seq is taken: another executor writes this run now.
+            StorageError: DynamoDB refused, or the seq is taken (retryable).
         """
         try:
             self.client.put_item(
@@ -573,7 +573,10 @@ class Store:
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise LeaseLostError(f"event {seq} of run {run_id} is written already") from exc
+                # Another writer got there: an executor whose lease ran out wrote late.
+                # Retryable: the run is let go, and taken up after the highest seq.
+                raise StorageError(f"event {seq} of run {run_id} is written already",
+                                   retryable=True) from exc
             raise _storage_error(f"event {seq} of run {run_id}", exc) from exc
 
     def put_events(self, run_id: str, events: list[tuple[int, str, str]]) -> None:
@@ -610,12 +613,15 @@ class Store:
 
     def last_event_seq(self, run_id: str) -> int:
         """The highest seq stored for ``run_id`` (0: none)."""
-        result = self.client.query(
-            TableName=self.events_table,
-            KeyConditionExpression="run_id = :run",
-            ExpressionAttributeValues={":run": _s(run_id)},
-            ProjectionExpression="seq", ScanIndexForward=False, Limit=1,
-        )
+        try:
+            result = self.client.query(
+                TableName=self.events_table,
+                KeyConditionExpression="run_id = :run",
+                ExpressionAttributeValues={":run": _s(run_id)},
+                ProjectionExpression="seq", ScanIndexForward=False, Limit=1,
+            )
+        except ClientError as exc:
+            raise _storage_error(f"the last event of run {run_id}", exc) from exc
         return int(result["Items"][0]["seq"]["N"]) if result["Items"] else 0
 
     def events_after(self, run_id: str, after: int, limit: int = 500) -> list[dict[str, Any]]:
