@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from stepstream import Settings
-from stepstream.errors import LeaseLostError
+from stepstream.errors import LeaseLostError, StorageError
 from stepstream.store import Progress, RunEnd, Store
 from stepstream_local.stack import LocalStack
 from tests.integration.conftest import health_pipeline, sse_events, stream_url
@@ -60,8 +60,10 @@ def test_put_event_with_a_taken_seq_is_refused(store: Store) -> None:
     run_id = _new_run(store)
     store.put_events(run_id, [(1, "run_started", '{"seq":1}')])
 
-    with pytest.raises(LeaseLostError):
+    with pytest.raises(StorageError, match="written already") as refused:
         store.put_events(run_id, [(1, "run_started", '{"seq":1,"again":true}')])
+
+    assert refused.value.retryable
 
     assert store.events_after(run_id, 0) == [{"seq": 1}]
 
