@@ -464,9 +464,13 @@ class Store:
 
     def cancel_requested(self, run_id: str) -> bool:
         """Whether a cancel of the run was requested (an eventually consistent read)."""
-        item = self.client.get_item(TableName=self.runs_table, Key={"run_id": _s(run_id)},
-                                    ProjectionExpression="cancel_requested").get("Item", {})
-        return bool(item.get("cancel_requested", {}).get("BOOL"))
+        try:
+            answer = self.client.get_item(TableName=self.runs_table,
+                                          Key={"run_id": _s(run_id)},
+                                          ProjectionExpression="cancel_requested")
+        except ClientError as exc:
+            raise _storage_error(f"the cancel flag of run {run_id}", exc) from exc
+        return bool(answer.get("Item", {}).get("cancel_requested", {}).get("BOOL"))
 
     def request_cancel(self, run_id: str) -> dict[str, Any]:
         """Ask the executor of a running run to stop before its next step.
