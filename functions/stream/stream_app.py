@@ -42,7 +42,7 @@ from starlette.routing import Route
 from stepstream import NotFoundError, Settings, tokens
 from stepstream._json import dumps
 from stepstream.events import TERMINAL_TYPES, follow
-from stepstream.store import Store
+from stepstream.store import FINISHED, Store
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -56,7 +56,6 @@ LONG_POLL_SECONDS = 20.0
 LONG_POLL_LINGER_SECONDS = 0.05
 LONG_POLL_MAX_EVENTS = 500
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-FINISHED = frozenset({"completed", "failed", "cancelled"})
 VIEW_PAGE = (Path(__file__).parent / "view.html").read_text(encoding="utf-8")
 
 

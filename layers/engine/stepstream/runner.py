@@ -514,7 +514,7 @@ class _Run:
         else:
             timeout = step.config.get("timeout")
             needed = float(timeout) if timeout else BLOCKING_STEP_SECONDS
-        allowance = getattr(self.control, "step_allowance", None)
+        allowance = self.control.step_allowance
         return needed if allowance is None else min(needed, allowance)
 
     def progressed(self, step: Step, iteration: int, partial: dict[str, Any]) -> None:

@@ -224,20 +224,19 @@ class _StoredRecorder:
         ``LeaseLostError`` if another executor has the run. Called with ``lock`` held.
         """
         lease = self.engine.settings.lease_seconds
-        if time.monotonic() - self.written_at < lease * (1 - LEASE_SAFETY):
-            return
-        until = time.time() + lease
-        if self.engine.store.renew_lease(self.run_id, self.owner, until):
-            self.cancel_requested = True
-        self.written_at = time.monotonic()
+        if time.monotonic() - self.written_at >= lease * (1 - LEASE_SAFETY):
+            self._renew(lease)
 
     def renew(self, lease_seconds: float) -> None:
         """Extend the lease (the keeper's thread); notes a cancel request."""
         with self.lock:
-            until = time.time() + lease_seconds
-            if self.engine.store.renew_lease(self.run_id, self.owner, until):
-                self.cancel_requested = True
-            self.written_at = time.monotonic()
+            self._renew(lease_seconds)
+
+    def _renew(self, lease_seconds: float) -> None:
+        until = time.time() + lease_seconds
+        if self.engine.store.renew_lease(self.run_id, self.owner, until):
+            self.cancel_requested = True
+        self.written_at = time.monotonic()
 
     def _remember(self, stored: list[dict[str, Any]], finish: RunEnd | None) -> None:
         """Keep ``record`` as the table now has it."""

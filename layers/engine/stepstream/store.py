@@ -478,18 +478,10 @@ class Store:
         Raises:
             RunStateError: The run is not running.
         """
-        try:
-            answer = self.client.update_item(
-                TableName=self.runs_table, Key={"run_id": _s(run_id)},
-                UpdateExpression="SET cancel_requested = :yes",
-                ConditionExpression="#status = :running",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":yes": {"BOOL": True}, ":running": _s("running")},
-                ReturnValues="ALL_NEW", ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as exc:
-            raise self._state_error("cancelled", run_id, exc) from exc
-        return _run_record(answer["Attributes"])
+        return self._update_in_state(
+            run_id, "running", "cancelled", "SET cancel_requested = :yes",
+            {":yes": {"BOOL": True}},
+        )
 
     def requeue_failed(self, run_id: str) -> dict[str, Any]:
         """Move a failed run back to ``queued`` to go on from its checkpoint (a redrive).
@@ -497,20 +489,26 @@ class Store:
         Raises:
             RunStateError: The run has not failed.
         """
+        return self._update_in_state(
+            run_id, "failed", "redriven",
+            "SET #status = :queued, resume_reason = :redrive REMOVE completed_at, "
+            "error_message, end_event, wake_at, lease_owner, lease_until, cancel_requested",
+            {":queued": _s("queued"), ":redrive": _s("redrive")},
+        )
+
+    def _update_in_state(self, run_id: str, status: str, action: str, expression: str,
+                         values: dict[str, Any]) -> dict[str, Any]:
+        """Apply ``expression`` to a run that is in ``status``; the run as it is after."""
         try:
             answer = self.client.update_item(
                 TableName=self.runs_table, Key={"run_id": _s(run_id)},
-                UpdateExpression="SET #status = :queued, resume_reason = :redrive "
-                "REMOVE completed_at, error_message, end_event, wake_at, lease_owner, "
-                "lease_until, cancel_requested",
-                ConditionExpression="#status = :failed",
+                UpdateExpression=expression, ConditionExpression="#status = :in_state",
                 ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":queued": _s("queued"), ":failed": _s("failed"),
-                                           ":redrive": _s("redrive")},
+                ExpressionAttributeValues={**values, ":in_state": _s(status)},
                 ReturnValues="ALL_NEW", ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            raise self._state_error("redriven", run_id, exc) from exc
+            raise self._state_error(action, run_id, exc) from exc
         return _run_record(answer["Attributes"])
 
     @staticmethod
