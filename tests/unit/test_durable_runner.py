@@ -645,6 +645,56 @@ def test_resume_after_retry_wait_keeps_the_step_deadline(mock_http: MockHttpServ
     assert second.checkpoint().step_deadline == deadline
 
 
+def test_retry_that_would_wait_in_the_queue_needs_slack_before_the_deadline(
+    mock_http: MockHttpServer,
+) -> None:
+    """No retry is planned in the queue that would leave its attempt only the minimum time.
+
+    A queued wait ends later than asked: delays are whole seconds, delivery takes a while.
+    Given a 6 s timeout and a 5.2 s backoff (longer than the runner sleeps), the 503
+    stands at once instead of a retry that could only time out after the queue.
+    """
+    mock_http.route("GET", "/down", status=503, json={"why": "down"})
+    keys_yaml = "timeout: 6\nretry: {attempts: 2, backoff: {initial: 5.2}, jitter: false}"
+
+    outcome, recorder = start(fetch_then_tell(mock_http.url("/down"), keys_yaml))
+
+    assert outcome.status == "failed"
+    assert "step_retrying" not in recorder.types
+    fetch = result_of(outcome, "fetch")
+    assert (fetch.attempts, fetch.output["error"]["status_code"]) == (1, 503)
+    assert 6 - 5.2 < runner.QUEUE_WAIT_SLACK_SECONDS + MIN_ATTEMPT_SECONDS
+
+
+def test_resume_after_a_queued_wait_past_the_deadline_fails_with_the_saved_failure(
+    mock_http: MockHttpServer,
+) -> None:
+    """A run that comes back from the queue too late to retry makes no attempt.
+
+    Its step fails with the failure it waited after (the 503, its body, attempt 1),
+    kept in the checkpoint, not with the timeout of an attempt that never ran.
+    """
+    mock_http.route("GET", "/down", status=503, json={"why": "down"})
+    keys_yaml = "timeout: 120\nretry: {attempts: 3, backoff: {initial: 30}, jitter: false}"
+    wf = fetch_then_tell(mock_http.url("/down"), keys_yaml)
+    first_outcome, first = start(wf)
+    assert first_outcome.reason == "retry_wait"
+    checkpoint = first.checkpoint()
+    checkpoint.step_deadline = time.time() - 1  # the message came back late
+    resume = Resume(checkpoint, first.stored(), "retry_wait", 2)
+
+    outcome, recorder = start(wf, None, resume)
+
+    assert len(mock_http.requests_to("/down")) == 1
+    assert "step_started" not in recorder.types
+    fetch = result_of(outcome, "fetch")
+    assert (fetch.status, fetch.attempts) == ("failed", 1)
+    assert fetch.error == f"url: GET {mock_http.url('/down')} answered 503"
+    assert fetch.output["body"] == {"why": "down"}
+    assert fetch.output["error"]["status_code"] == 503
+    assert recorder.of("step_failed")[0]["error_kind"] == "http_status"
+
+
 class ExecutorKilled(BaseException):
     """The executor's process dies: nothing in the runner handles it."""
 

@@ -61,6 +61,10 @@ logger = logging.getLogger(__name__)
 EVENT_OUTPUT_LIMIT = 16_384
 # No retry starts with less than this much of its step's time left.
 MIN_ATTEMPT_SECONDS = 0.1
+# A wait in the queue lasts longer than asked: SQS delays are whole seconds (rounded
+# up), and the message takes a moment to arrive. A retry that waits there is planned
+# only if its step's deadline leaves this much more.
+QUEUE_WAIT_SLACK_SECONDS = 2.0
 # A retry wait up to this long is slept in the process; a longer one goes to the queue.
 SLEEP_LIMIT_SECONDS = 5.0
 # The runner hands the rest of a run on when an invocation has less time than a step
@@ -150,6 +154,8 @@ class Checkpoint:
         wake_at: Not before this may the run go on (a retry's wait), if set.
         decided: Whether the execution of ``steps[index]`` has its result, and the
             run has not moved past it yet.
+        failure: That execution's last failed attempt, while it waits to try again:
+            what the step ends with if no time is left for the next attempt.
     """
 
     index: int = 0
@@ -161,6 +167,7 @@ class Checkpoint:
     run_deadline: float | None = None
     wake_at: float | None = None
     decided: bool = False
+    failure: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The checkpoint as JSON-ready data."""
@@ -268,6 +275,22 @@ class _Failure:
             return cls(_error_text(exc), exc.kind, exc.status_code, dict(exc.output))
         return cls(f"{type(exc).__name__}: {exc}", "crash")
 
+    @classmethod
+    def saved(cls, data: dict[str, Any]) -> tuple[StepResult, _Failure]:
+        """A failed attempt as ``Checkpoint.failure`` keeps it (see ``save``)."""
+        failure = cls(data["message"], data["kind"], data.get("status_code"),
+                      data.get("output") or {})
+        return StepResult.from_dict(data["result"]), failure
+
+    def save(self, result: StepResult) -> dict[str, Any]:
+        """This failure of the attempt that ``result`` is about, for the checkpoint.
+
+        Its output (what the step got) is kept up to ``EVENT_OUTPUT_LIMIT``: the
+        checkpoint shares the run's item.
+        """
+        return {"result": result.as_dict(), "message": self.message, "kind": self.kind,
+                "status_code": self.status_code, "output": summarize(self.output)}
+
     def as_output(self, attempts: int) -> dict[str, Any]:
         error = {"message": self.message, "kind": self.kind, "status_code": self.status_code,
                  "attempts": attempts}
@@ -317,7 +340,7 @@ class _Run:
         if resume.reason == "redrive":
             # A redriven run has its whole time again, and its failed step all its tries.
             self.cp.run_deadline = self.cp.step_deadline = self.cp.wake_at = None
-            self.cp.attempt = 1
+            self.cp.attempt, self.cp.failure = 1, None
         elif resume.reason == "recovered" and self.cp.inflight:
             # The step in flight starts again: the time the run lay waiting for a new
             # executor (a lease to end, a message to come back) is not the step's.
@@ -368,6 +391,7 @@ class _Run:
         if not cp.inflight:
             cp.visits[step.id] = cp.visits.get(step.id, 0) + 1
             cp.inflight, cp.attempt, cp.step_deadline, cp.decided = True, 1, None, False
+            cp.failure = None
         if cp.step_deadline is None:
             timeout = step.config.get("timeout")
             ends = [time.time() + float(timeout)] if timeout else []
@@ -411,7 +435,8 @@ class _Run:
             return None
         delay = retry.delay(self.cp.attempt)
         deadline = self.cp.step_deadline
-        if deadline is not None and time.time() + delay + MIN_ATTEMPT_SECONDS >= deadline:
+        slack = QUEUE_WAIT_SLACK_SECONDS if self.waits_in_queue(step, delay) else 0.0
+        if deadline is not None and time.time() + delay + slack + MIN_ATTEMPT_SECONDS >= deadline:
             return None  # no time is left for another attempt
         return delay
 
@@ -419,13 +444,15 @@ class _Run:
         """Run ``step`` through its attempts: its result, or how the run stopped meanwhile."""
         iteration = self.begin(step)
         self.control.worked = True
-        # The last failed attempt in this process: it stands if no time is left to retry.
-        failed: tuple[StepResult, _Failure] | None = None
+        # The last failed attempt (here, or before a wait in the queue): it stands if no
+        # time is left to retry.
+        failed = _Failure.saved(self.cp.failure) if self.cp.failure else None
         while True:
             if self.control.cancelled():
                 return self.cancel_before(step, failed)
             deadline = self.cp.step_deadline
-            if failed is not None and deadline is not None and time.time() >= deadline:
+            if (failed is not None and deadline is not None
+                    and time.time() + MIN_ATTEMPT_SECONDS >= deadline):
                 return self.fail(*failed)
             data = self.step_data(step, "running", iteration)
             if self.cp.attempt > 1:
@@ -441,7 +468,7 @@ class _Run:
             result = StepResult(step.id, step.type, "completed", output or {}, None, started_at,
                                 now_iso(), iteration, self.cp.attempt)
             if failure is None:
-                self.cp.inflight, self.cp.decided = False, True
+                self.cp.inflight, self.cp.decided, self.cp.failure = False, True, None
                 self.scope[step.id] = result.output
                 self.decide(result, "step_completed", output=summarize(result.output),
                             duration_ms=duration_ms)
@@ -451,6 +478,7 @@ class _Run:
             if delay is None:
                 return self.fail(result, failure, duration_ms)
             failed = (result, failure)
+            self.cp.failure = failure.save(result)
             stopped = self.wait_to_retry(step, iteration, failure, delay)
             if stopped is not None:
                 return stopped
@@ -459,7 +487,7 @@ class _Run:
         """Decide ``result`` failed with ``failure`` (its last attempt's)."""
         result.status, result.error = "failed", failure.message
         result.output = failure.as_output(result.attempts)
-        self.cp.inflight, self.cp.decided = False, True
+        self.cp.inflight, self.cp.decided, self.cp.failure = False, True, None
         self.scope[result.step_id] = result.output
         self.decide(result, "step_failed", error=failure.message, error_kind=failure.kind,
                     duration_ms=duration_ms)
@@ -493,13 +521,17 @@ class _Run:
         # after a crash in the wait does not make the failed attempt again.
         self.cp.attempt += 1
         self.recorder.emit("step_retrying", data)
-        left = self.control.time_left()
-        room = left is None or left > delay + YIELD_MARGIN_SECONDS + self.budget(step)
-        if delay <= SLEEP_LIMIT_SECONDS and room:
+        if not self.waits_in_queue(step, delay):
             self.control.wait(delay)
             return None
         self.cp.wake_at = time.time() + delay
         return self.suspend("retry_wait")
+
+    def waits_in_queue(self, step: Step, delay: float) -> bool:
+        """Whether a retry wait of ``delay`` goes to the queue rather than a sleep here."""
+        left = self.control.time_left()
+        room = left is None or left > delay + YIELD_MARGIN_SECONDS + self.budget(step)
+        return delay > SLEEP_LIMIT_SECONDS or not room
 
     def budget(self, step: Step) -> float:
         """How long the next attempt of ``step`` is taken to last, to decide where it runs.
