@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 import uuid
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from stepstream import Engine, Settings
+from stepstream.errors import StorageError
 from stepstream.runner import NOT_REACHED
 from stepstream.store import Store
 from tests.integration.conftest import register, sse_events
@@ -118,6 +120,36 @@ def test_cancel_during_a_step_followed_only_by_local_steps_ends_the_run_cancelle
     events = sse_events(api, run_id)
     assert _types(events)[-1] == "run_cancelled"
     assert [e["step_id"] for e in events if e["type"] == "step_started"] == ["start", "slow"]
+
+
+def test_cancel_in_a_short_retry_wait_ends_the_run_within_a_second(
+    api: httpx.Client, upstream: MockHttpServer
+) -> None:
+    """A backoff the executor sleeps through does not hold a cancel for its whole length.
+
+    Given a 4 s backoff slept in the executor, a cancel made during it (202: the run is
+    in the executor's hands) ends the run about a second later, with no second attempt
+    and the waiting step failed with the 503 it got.
+    """
+    upstream.route("GET", "/down", status=503, json={"why": "down"})
+    steps = (f"  - id: down\n    type: http\n    url: {upstream.url('/down')}\n"
+             "    retry: {attempts: 3, backoff: {initial: 4}, jitter: false}\n")
+    workflow_id = register(api, _workflow(steps))
+    run_id = api.post(f"/api/v1/runs/{workflow_id}/execute-async", json={"data": {}}).json()["id"]
+    while not upstream.requests_to("/down"):
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the wait
+
+    asked = time.monotonic()
+    answer = api.post(f"/api/v1/runs/{run_id}/cancel")
+    run = _finished(api, run_id)
+
+    assert answer.status_code == 202
+    assert run["status"] == "cancelled"
+    assert time.monotonic() - asked < 3, "the cancel waited for the backoff to end"
+    assert len(upstream.requests_to("/down")) == 1
+    down = next(step for step in run["steps"] if step["step_id"] == "down")
+    assert (down["status"], down["output_data"]["error"]["status_code"]) == ("failed", 503)
 
 
 def _waiting_to_retry(api: httpx.Client, upstream: MockHttpServer, store: Store) -> str:
@@ -236,6 +268,66 @@ def test_redrive_resumes_a_failed_run_from_the_failed_step(
     assert [event["seq"] for event in events] == list(range(1, len(events) + 1))
     resumed = events[kinds.index("run_resumed")]
     assert resumed["reason"] == "redrive"
+
+
+def test_redrive_reads_a_large_earlier_output_whole(
+    api: httpx.Client, upstream: MockHttpServer
+) -> None:
+    """An output too large for the run's item is read whole by the steps after a redrive.
+
+    Given an output of about 900 KB of UTF-8 (three stored parts, cut inside characters),
+    a step taken up in another invocation reads its fields as the first one would have.
+    """
+    big = {"x": "hello", "pad": "é" * 450_000, "tail": "end"}
+    upstream.route("POST", "/charge", json=big)
+    upstream.route("GET", "/ship", status=503, json={"error": "down"})
+    charge = upstream.url("/charge")
+    steps = (f"  - id: charge\n    type: http\n    method: POST\n    url: {charge}\n"
+             f"  - id: ship\n    type: http\n    url: {upstream.url('/ship')}\n"
+             "  - id: report\n    type: notify\n"
+             "    message: \"x={charge.body.x} tail={charge.body.tail}\"\n")
+    workflow_id = register(api, _workflow(steps))
+    run_id = api.post(f"/api/v1/runs/{workflow_id}/execute-async", json={"data": {}}).json()["id"]
+    assert _finished(api, run_id)["status"] == "failed"
+    upstream.route("GET", "/ship", json={"shipped": True})
+
+    assert api.post(f"/api/v1/runs/{run_id}/redrive").status_code == 202
+
+    run = _finished(api, run_id)
+    assert run["status"] == "completed", run["error_message"]
+    by_id = {step["step_id"]: step for step in run["steps"]}
+    assert by_id["report"]["output_data"]["message"] == "x=hello tail=end"
+    assert len(upstream.requests_to("/charge")) == 1
+    # The API shows the stored summary, and not where the store keeps the rest.
+    assert by_id["charge"]["output_data"]["truncated"] is True
+    assert "spilled" not in by_id["charge"]
+
+
+def test_redrive_the_queue_refuses_leaves_the_run_failed_as_it_was(
+    api: httpx.Client, upstream: MockHttpServer
+) -> None:
+    """A redrive whose message cannot be sent puts the run back: failed, same error.
+
+    Not ``queued`` with no message on its way; a later redrive then works.
+    """
+    upstream.route("GET", "/ship", status=503, json={"error": "down"})
+    steps = f"  - id: ship\n    type: http\n    url: {upstream.url('/ship')}\n"
+    workflow_id = register(api, _workflow(steps))
+    run_id = api.post(f"/api/v1/runs/{workflow_id}/execute-async", json={"data": {}}).json()["id"]
+    failed = _finished(api, run_id)
+    assert failed["status"] == "failed"
+    settings = Settings.from_env()
+    refused = dataclasses.replace(settings, run_queue_url=settings.run_queue_url + "-gone")
+
+    with pytest.raises(StorageError):
+        Engine(refused).redrive_run(run_id)
+
+    after = api.get(f"/api/v1/runs/{run_id}").json()
+    assert (after["status"], after["error_message"], after["completed_at"]) == (
+        "failed", failed["error_message"], failed["completed_at"])
+    upstream.route("GET", "/ship", json={"shipped": True})
+    assert api.post(f"/api/v1/runs/{run_id}/redrive").status_code == 202
+    assert _finished(api, run_id)["status"] == "completed"
 
 
 def test_sync_run_that_must_wait_goes_on_in_the_executor(

@@ -101,6 +101,8 @@ def test_save_progress_bounds_a_large_output(store: Store) -> None:
 
     assert stored["output_data"]["truncated"] is True
     assert store.get_run(run_id)["steps"]["a"] == stored
+    # Kept whole beside the run, for a run taken up elsewhere.
+    assert store.whole_outputs({"a": stored})["a"]["output_data"] == big["output_data"]
 
 
 @pytest.fixture

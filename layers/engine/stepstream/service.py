@@ -6,6 +6,7 @@ clients so warm invocations reuse their connections.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -354,7 +355,11 @@ class _RunControl:
         return self.budget.time_left()
 
     def wait(self, seconds: float) -> None:
-        self.wake.wait(seconds)
+        """Pause for a retry's backoff, ending early on a cancel (looked for every second)."""
+        until = time.monotonic() + seconds
+        while (left := until - time.monotonic()) > 0:
+            if self.wake.wait(min(left, CANCEL_CHECK_SECONDS)) or self.cancelled():
+                return
 
 
 class Budget:
@@ -398,6 +403,13 @@ def redact(headers: dict[str, str]) -> dict[str, str]:
     return {name: "[redacted]" if secret(name) else value for name, value in headers.items()}
 
 
+def _step_view(result: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A stored step result in the API's shape: where its output is kept is the store's."""
+    if result is None or "spilled" not in result:
+        return result
+    return {key: value for key, value in result.items() if key != "spilled"}
+
+
 def run_view(
     record: dict[str, Any], detail: bool = False, stream_url: str | None = None
 ) -> dict[str, Any]:
@@ -411,7 +423,7 @@ def run_view(
         view["trigger_data"] = record.get("trigger_data")
         results = record.get("steps", {})
         view["steps"] = [
-            results.get(step_id)
+            _step_view(results.get(step_id))
             or {"step_id": step_id, "node_type": node_type, "status": "pending",
                 "output_data": None, "error_message": None}
             for step_id, node_type in record.get("step_order", [])
@@ -652,13 +664,19 @@ class Engine:
         except Exception:  # noqa: BLE001 - it comes back after its visibility timeout anyway
             logger.warning("message not brought back", exc_info=True, extra={"run_id": run_id})
 
-    @staticmethod
-    def _resume_of(run: dict[str, Any], recorder: _StoredRecorder) -> Resume | None:
-        """Where a run stored with a checkpoint goes on from; None for a fresh run."""
+    def _resume_of(self, run: dict[str, Any], recorder: _StoredRecorder,
+                   outputs: bool = True) -> Resume | None:
+        """Where a run stored with a checkpoint goes on from; None for a fresh run.
+
+        With ``outputs``, outputs kept apart from the run's item are read back whole,
+        so the steps still to run read what they would have read in one process.
+        """
         if not run.get("checkpoint"):
             return None
         results = run.get("steps") or {}
         recorder.restore(results, int(run.get("steps_completed", 0)))
+        if outputs:
+            results = self.store.whole_outputs(results)
         return Resume(Checkpoint.from_dict(run["checkpoint"]), results,
                       run.get("resume_reason") or "recovered", int(run.get("attempt", 1)))
 
@@ -717,7 +735,7 @@ class Engine:
         run_id = run["run_id"]
         seq = max(int(run.get("last_seq", 0)), self.store.last_event_seq(run_id))
         recorder = _StoredRecorder(self, run_id, run["lease_owner"], {"steps": {}, **run}, seq)
-        resume = self._resume_of(run, recorder)
+        resume = self._resume_of(run, recorder, outputs=False)  # ending reads no output
         end_run(_parsed(run["yaml_content"]), run_id, recorder, resume, status, error, kind)
         return recorder
 
@@ -752,9 +770,16 @@ class Engine:
         Raises:
             NotFoundError: No such run.
             RunStateError: It has not failed.
+            StorageError: The queue refused; the run is failed again, as it was.
         """
+        before = self.store.get_run(run_id)
         record = self.store.requeue_failed(run_id)
-        self.enqueue_run(run_id, 0, "redrive")
+        try:
+            self.enqueue_run(run_id, 0, "redrive")
+        except StorageError:
+            with contextlib.suppress(RunStateError):  # an executor took it up meanwhile
+                self.store.unqueue_redrive(before)
+            raise
         return record
 
     def run_inline(

@@ -8,7 +8,9 @@ Three tables, all created from ``template.yaml``:
 - runs (key ``run_id``): one item per run, with each step's result in the ``steps``
   map, the runner's ``checkpoint``, ``last_seq`` (the highest seq it has recorded) and
   its lease (``lease_owner``, ``lease_until``: see ``claim_run``); GSIs
-  ``by_workflow`` and ``by_created`` list runs newest first.
+  ``by_workflow`` and ``by_created`` list runs newest first. An output too large for
+  the run's item is kept whole in ``<run_id>#output#<uuid>#<part>`` items beside it
+  (see ``save_progress``), outside both GSIs.
 - events (key ``run_id`` + ``seq``): each run's events in order, ``seq`` dense from 1.
 
 User data is stored as JSON text (see ``_json``), never as DynamoDB numbers.
@@ -17,6 +19,7 @@ User data is stored as JSON text (see ``_json``), never as DynamoDB numbers.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,8 +37,11 @@ from stepstream.errors import (
     StorageError,
 )
 
-# Stored step results past this many bytes of JSON keep a summary of their output.
+# Stored step results past this many bytes of JSON keep a summary of their output in
+# the run's item, and the output itself in parts of at most SPILL_PART_BYTES of UTF-8
+# (DynamoDB's item limit is 400 KB) in items of their own.
 STEP_OUTPUT_LIMIT = 32_768
+SPILL_PART_BYTES = 350_000
 # DynamoDB's limit on the items of one BatchWriteItem, and how often (with a doubling
 # pause from BATCH_BACKOFF_SECONDS) unprocessed items of a batch are sent again.
 MAX_BATCH_ITEMS = 25
@@ -146,15 +152,34 @@ class Claim:
     wait: float = 0.0
 
 
-def _bounded(step: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """A step result fit to store, and its JSON: past the limit, its output is summarised."""
+@dataclass(frozen=True)
+class _Bounded:
+    """A step result fit for the run's item, and the parts of an output kept apart."""
+
+    step: dict[str, Any]
+    text: str
+    parts: list[bytes]
+
+
+def _bounded(run_id: str, step: dict[str, Any]) -> _Bounded:
+    """A step result fit to store: past the limit, its output is summarised and kept apart.
+
+    The result names where (``spilled``: the parts' key prefix and count), so a run
+    taken up elsewhere reads the output whole (``Store.whole_outputs``). A loop
+    history that still does not fit is dropped.
+    """
+    text = _json.dumps(step)
+    if len(text) <= STEP_OUTPUT_LIMIT:
+        return _Bounded(step, text, [])
+    output = _json.dumps(step.get("output_data")).encode()
+    parts = [output[at : at + SPILL_PART_BYTES] for at in range(0, len(output), SPILL_PART_BYTES)]
+    step = {**step, "output_data": _json.summary(step.get("output_data"), STEP_OUTPUT_LIMIT // 2),
+            "spilled": {"key": f"{run_id}#output#{uuid.uuid4().hex}", "parts": len(parts)}}
     text = _json.dumps(step)
     if len(text) > STEP_OUTPUT_LIMIT:
-        step = {**step, "output_data": _json.summary(step.get("output_data"),
-                                                     STEP_OUTPUT_LIMIT // 2)}
         step.pop("executions", None)
         text = _json.dumps(step)
-    return step, text
+    return _Bounded(step, text, parts)
 
 
 class _Update:
@@ -405,7 +430,10 @@ class Store:
         Step results, the checkpoint, ``last_seq`` and the end (or the release) of
         the run go together, and the lease is extended on the way. A run's steps share
         one item (DynamoDB's limit: 400 KB), so an output larger than
-        ``STEP_OUTPUT_LIMIT`` bytes of JSON is stored as a marked, bounded summary.
+        ``STEP_OUTPUT_LIMIT`` bytes of JSON is stored there as a marked, bounded
+        summary, and whole in items of its own, written first under a new key: the
+        record names them only once they are all there, and parts an executor wrote
+        after losing its lease are never named.
 
         Returns:
             The step results as stored (bounded), and whether a cancel was requested.
@@ -414,12 +442,14 @@ class Store:
             LeaseLostError: Another owner holds the run now; nothing was written.
             StorageError: DynamoDB refused.
         """
-        stored = [_bounded(step) for step in progress.steps]
+        stored = [_bounded(run_id, step) for step in progress.steps]
+        self._put_spilled(stored)
         finish, release = progress.finish, progress.release
         # A run that ends, or is let go, frees its lease with the same write.
         update = _lease_update(0 if finish or release else lease_until)
-        for n, (step, text) in enumerate(stored):
-            update.set(f"steps.#s{n}", f":s{n}", _s(text), {f"#s{n}": step["step_id"]})
+        for n, bounded in enumerate(stored):
+            update.set(f"steps.#s{n}", f":s{n}", _s(bounded.text),
+                       {f"#s{n}": bounded.step["step_id"]})
         update.set("steps_completed", ":done", _n(progress.steps_completed))
         update.set("last_seq", ":last", _n(progress.last_seq))
         if progress.checkpoint is not None:
@@ -436,7 +466,44 @@ class Store:
             if release.wake_at is not None:
                 update.set("wake_at", ":wake", _n(release.wake_at))
         cancelled = self._owned_update(run_id, owner, update, f"the progress of run {run_id}")
-        return [step for step, _text in stored], cancelled
+        return [bounded.step for bounded in stored], cancelled
+
+    def _put_spilled(self, stored: list[_Bounded]) -> None:
+        """Write the parts of the outputs kept apart from the run's item."""
+        requests = [
+            {"PutRequest": {"Item": {"run_id": _s(f"{bounded.step['spilled']['key']}#{n}"),
+                                     "part": {"B": part}}}}
+            for bounded in stored for n, part in enumerate(bounded.parts)
+        ]
+        for start in range(0, len(requests), MAX_BATCH_ITEMS):
+            self._batch_write(self.runs_table, requests[start : start + MAX_BATCH_ITEMS],
+                              "the parts of a large step output")
+
+    def whole_outputs(self, results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """``results`` with each output that was kept apart (``spilled``) read back whole.
+
+        Raises:
+            StorageError: DynamoDB refused, or a part is missing.
+        """
+        whole = dict(results)
+        for step_id, result in results.items():
+            spilled = result.get("spilled")
+            if not spilled:
+                continue
+            parts = []
+            for n in range(int(spilled["parts"])):
+                key = {"run_id": _s(f"{spilled['key']}#{n}")}
+                try:
+                    item = self.client.get_item(TableName=self.runs_table, Key=key,
+                                                ConsistentRead=True).get("Item")
+                except ClientError as exc:
+                    raise _storage_error(f"part {n} of the output of step {step_id}",
+                                         exc) from exc
+                if item is None:
+                    raise StorageError(f"part {n} of the output of step {step_id} is missing")
+                parts.append(item["part"]["B"])
+            whole[step_id] = {**result, "output_data": _json.loads(b"".join(parts))}
+        return whole
 
     def _owned_update(self, run_id: str, owner: str, update: _Update, what: str) -> bool:
         """Apply ``update`` if ``owner`` holds the run; True if a cancel was requested.
@@ -495,6 +562,23 @@ class Store:
             "error_message, end_event, wake_at, lease_owner, lease_until, cancel_requested",
             {":queued": _s("queued"), ":redrive": _s("redrive")},
         )
+
+    def unqueue_redrive(self, failed: dict[str, Any]) -> None:
+        """Put a redriven run whose message the queue refused back as it was: failed.
+
+        Args:
+            failed: The run's record from before ``requeue_failed``.
+
+        Raises:
+            RunStateError: The run is no longer queued.
+        """
+        expression, values = "SET #status = :failed", {":failed": _s("failed")}
+        for key in ("completed_at", "error_message", "end_event"):
+            if failed.get(key) is not None:
+                expression += f", {key} = :{key}"
+                values[f":{key}"] = _s(str(failed[key]))
+        self._update_in_state(failed["run_id"], "queued", "returned to failed",
+                              expression + " REMOVE resume_reason", values)
 
     def _update_in_state(self, run_id: str, status: str, action: str, expression: str,
                          values: dict[str, Any]) -> dict[str, Any]:
@@ -597,11 +681,12 @@ class Store:
             requests = [{"PutRequest": {"Item": {"run_id": _s(run_id), "seq": _n(seq),
                                                  "type": _s(event_type), "data": _s(data)}}}
                         for seq, event_type, data in chunk]
-            self._batch_write(requests, f"events {chunk[0][0]}-{chunk[-1][0]} of run {run_id}")
+            self._batch_write(self.events_table, requests,
+                              f"events {chunk[0][0]}-{chunk[-1][0]} of run {run_id}")
 
-    def _batch_write(self, requests: list[dict[str, Any]], what: str) -> None:
-        """BatchWriteItem to the events table until DynamoDB has processed every item."""
-        pending = {self.events_table: requests}
+    def _batch_write(self, table: str, requests: list[dict[str, Any]], what: str) -> None:
+        """BatchWriteItem to ``table`` until DynamoDB has processed every item."""
+        pending = {table: requests}
         for attempt in range(BATCH_ATTEMPTS):
             try:
                 answer = self.client.batch_write_item(RequestItems=pending)
