@@ -677,6 +677,38 @@ def test_check_workflow_on_error_goto_unknown_step_in_block_style_is_located() -
     assert (problem.line, problem.step_id, problem.field) == (9, "fetch", "on_error")
 
 
+@pytest.mark.parametrize(("value", "expected"), [
+    ("explode", "must be 'fail', 'continue' or {goto: step_id}, not 'explode'"),
+    ("{gooto: recover}", "unknown key 'gooto'; did you mean 'goto'?"),
+    ('{goto: "{trigger.body.x}"}', "string should match pattern"),
+])
+def test_check_workflow_bad_on_error_gets_one_error_in_its_own_words(
+    value: str, expected: str
+) -> None:
+    """Not one error per form of the union, nor pydantic's class names, nor a second
+    'unknown step' for a target that is no step id at all."""
+    text = steps_text(RECOVERY.replace("{goto: recover}", value))
+
+    problems = [p for p in problems_of(text)
+                if p.step_id == "fetch" and "missing required key" not in p.message]
+
+    assert [p.message.startswith(expected) for p in problems] == [True], problems
+    assert "OnErrorGoto" not in repr(problems_of(text))
+
+
+@pytest.mark.parametrize(("value", "shown"), [("anything", "'anything'"), ("404", "404")])
+def test_check_workflow_accept_status_of_neither_form_gets_one_error(
+    value: str, shown: str
+) -> None:
+    text = steps_text(RECOVERY.replace("on_error: {goto: recover}",
+                                       f"on_error: {{goto: recover}}\n  accept_status: {value}"))
+
+    problem = only(problems_of(text))
+
+    assert problem.message == f"must be a list of statuses (200, '4xx') or 'any', not {shown}"
+    assert (problem.step_id, problem.field) == ("fetch", "accept_status")
+
+
 def test_check_workflow_on_error_goto_itself_is_refused_pointing_at_retry() -> None:
     text = steps_text(RECOVERY.replace("{goto: recover}", "{goto: fetch}"))
 

@@ -18,6 +18,7 @@ format.
 from __future__ import annotations
 
 import difflib
+import re
 import typing
 from collections import deque
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 from stepstream import _yaml, expressions, policy, templates
 from stepstream.errors import Problem, WorkflowInvalidError
-from stepstream.model import NODE_TYPES, WorkflowModel
+from stepstream.model import NODE_TYPES, STEP_ID, WorkflowModel
 
 NO_EFFECT_KEYS = {"output_key": "llm", "path": "trigger"}
 # The top-level keys of each node type's output: a template reading another is a typo
@@ -149,11 +150,15 @@ def _model_problems(data: Any, locator: _Locator) -> list[Problem]:
         WorkflowModel.model_validate(data)
     except ValidationError as exc:
         problems = []
+        located = []
         for error in exc.errors():
             loc = list(error["loc"])
             if len(loc) >= 3 and loc[0] == "steps" and loc[2] in NODE_TYPES:
                 loc.pop(2)  # the discriminator's tag, not a key of the file
-            loc = _file_path(loc, data, error["type"])
+            located.append((_file_path(loc, data, error["type"]), error))
+        for loc, error in located:
+            if _other_form(loc, error, located):
+                continue
             key = next((str(part) for part in reversed(loc) if not isinstance(part, int)), None)
             model = _model_for(loc, data)
             allowed = list(model.model_fields) if model else []
@@ -163,6 +168,17 @@ def _model_problems(data: Any, locator: _Locator) -> list[Problem]:
             problems.append(locator.problem(_model_message(error, key, allowed), tuple(loc), key))
         return problems
     return []
+
+
+def _other_form(loc: list, error: dict[str, Any], located: list[tuple[list, Any]]) -> bool:
+    """Whether ``error`` is noise from a union's word form, refusing a mapping or list.
+
+    Another form of the union was meant to take that value, and reported its own
+    error at or under the same place.
+    """
+    if error["type"] != "literal_error" or not isinstance(error["input"], (dict, list)):
+        return False
+    return any(other is not error and where[: len(loc)] == loc for where, other in located)
 
 
 def _file_path(loc: list, data: Any, error_type: str) -> list:
@@ -274,7 +290,9 @@ class _Checker:
                     message = f"jumps to unknown step '{target}' (steps: {', '.join(self.ids)})"
                     self.problems.append(self.at(index, key, message))
             recovery = _goto(step)
-            if recovery is not None and recovery not in self.ids:
+            # A target that is no step id at all has its error from the model already.
+            if (recovery is not None and recovery not in self.ids
+                    and re.fullmatch(STEP_ID, recovery)):
                 message = (f"on_error goes to unknown step '{recovery}' "
                            f"(steps: {', '.join(self.ids)})")
                 self.problems.append(self.at(index, "on_error", message))

@@ -98,6 +98,14 @@ class _StepBase(_Strict):
         "step 600 s.",
     )
 
+    @field_validator("on_error", mode="before")
+    @classmethod
+    def _on_error_shape(cls, value: Any) -> Any:
+        # One message for a value of neither form, rather than one per form of the union.
+        if isinstance(value, dict) or value in ("fail", "continue"):
+            return value
+        raise ValueError(f"must be 'fail', 'continue' or {{goto: step_id}}, not {value!r}")
+
 
 class TriggerStep(_StepBase):
     """The entry step: its output is the run's input (`body`, `headers`)."""
@@ -124,6 +132,13 @@ class HttpStep(_StepBase):
         description="Statuses that complete the step (numbers or classes like '4xx'); "
         "`any` accepts every response. By default 1xx-3xx complete it and 4xx/5xx fail it.",
     )
+
+    @field_validator("accept_status", mode="before")
+    @classmethod
+    def _statuses_shape(cls, value: Any) -> Any:
+        if value is None or isinstance(value, list) or value == "any":
+            return value
+        raise ValueError(f"must be a list of statuses (200, '4xx') or 'any', not {value!r}")
 
     @field_validator("accept_status")
     @classmethod
