@@ -6,9 +6,9 @@ import time
 from typing import Any
 
 import pytest
-from stepstream.errors import StepError, TemplateError
-from stepstream.nodes import http
 
+from stepstream.errors import StepError, TemplateError
+from stepstream.nodes import _http, http
 from tests.support.servers import MockHttpServer, Reply, json_reply
 from tests.unit.conftest import StepContextFactory
 
@@ -114,6 +114,40 @@ def test_http_trickling_response_fails_at_the_total_deadline(
     with pytest.raises(StepError, match="time ran out") as caught:
         http.run(step_context(http_step(mock_http.url("/trickle"), timeout=0.5)))
 
+    assert caught.value.kind == "timeout"
+    assert time.monotonic() - started < 1.5
+
+
+def test_http_slow_trickle_fails_when_the_deadline_passes_not_at_the_next_byte(
+    mock_http: MockHttpServer, step_context: StepContextFactory
+) -> None:
+    """Headers at once, then a byte every 1.5 s: the wait for a byte ends at the deadline."""
+    trickle = Reply(200, b"", {}, chunks=(b"x",) * 10, chunk_delay=1.5)
+    mock_http.respond_with("GET", "/drip", lambda _request: trickle)
+
+    started = time.monotonic()
+    with pytest.raises(StepError, match="time ran out") as caught:
+        http.run(step_context(http_step(mock_http.url("/drip"), timeout=2)))
+
+    assert caught.value.kind == "timeout"
+    assert time.monotonic() - started < 2.8
+
+
+def test_http_without_a_deadline_bounds_each_wait_not_the_whole_answer(
+    mock_http: MockHttpServer, step_context: StepContextFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no ``timeout``, a body taking longer than one wait completes; one long gap fails."""
+    monkeypatch.setattr(_http, "DEFAULT_WAIT_SECONDS", 0.5)
+    steady = Reply(200, b"", {}, chunks=(b"x",) * 8, chunk_delay=0.2)
+    mock_http.respond_with("GET", "/steady", lambda _request: steady)
+    mock_http.route("GET", "/stalled", json={}, delay=3.0)
+
+    output = http.run(step_context(http_step(mock_http.url("/steady"))))
+    started = time.monotonic()
+    with pytest.raises(StepError, match="timed out") as caught:
+        http.run(step_context(http_step(mock_http.url("/stalled"))))
+
+    assert output["body"] == "x" * 8
     assert caught.value.kind == "timeout"
     assert time.monotonic() - started < 1.5
 
