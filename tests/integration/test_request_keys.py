@@ -58,15 +58,16 @@ def store(stack: LocalStack) -> Store:
 
 
 def _key_item(store: Store, workflow_id: str, key: str) -> dict[str, Any] | None:
-    answer = store.client.get_item(TableName=store.runs_table,
-                                   Key={"run_id": {"S": f"idem#{workflow_id}#{key}"}})
+    item_id = request_keys.key_item_id(workflow_id, key)
+    answer = store.client.get_item(TableName=store.runs_table, Key={"run_id": {"S": item_id}})
     return answer.get("Item")
 
 
 def _plant(store: Store, workflow_id: str, key: str, data: Any, **numbers: int) -> str:
     """Write a key item by hand, as a request that died would leave it; returns its run id."""
     target = str(uuid.uuid4())
-    item = {"run_id": {"S": f"idem#{workflow_id}#{key}"}, "target_run_id": {"S": target},
+    item = {"run_id": {"S": request_keys.key_item_id(workflow_id, key)},
+            "target_run_id": {"S": target},
             "fingerprint": {"S": request_keys.fingerprint(data)}}
     item.update({name: {"N": str(value)} for name, value in numbers.items()})
     store.client.put_item(TableName=store.runs_table, Item=item)
@@ -189,7 +190,7 @@ def test_expired_key_starts_a_new_run(api: httpx.Client, store: Store) -> None:
     first = _queue(api, workflow_id, "old-key", {"n": 1})
     store.client.update_item(
         TableName=store.runs_table,
-        Key={"run_id": {"S": f"idem#{workflow_id}#old-key"}},
+        Key={"run_id": {"S": request_keys.key_item_id(workflow_id, "old-key")}},
         UpdateExpression="SET expires_at = :past",
         ExpressionAttributeValues={":past": {"N": str(int(time.time()) - 1)}},
     )
@@ -302,3 +303,49 @@ def test_openapi_document_describes_the_header_on_both_routes(api: httpx.Client)
         assert "Idempotency-Key" in paths[path]["post"]["description"]
     assert "Idempotency-Key" not in paths["/api/v1/runs/{workflow_id}/execute"]["post"].get(
         "description", "")
+
+
+def test_long_unknown_workflow_id_with_a_key_is_404_as_without_one(api: httpx.Client) -> None:
+    """A 2 KB workflow id in the URL does not make the key's item too big to store."""
+    workflow_id = "w" * 2048
+
+    keyed = _queue(api, workflow_id, "k" * 255, {"n": 1})
+    plain = _queue(api, workflow_id, None, {"n": 1})
+
+    assert (keyed.status_code, plain.status_code) == (404, 404), keyed.text
+
+
+def test_key_item_id_has_the_same_size_for_any_workflow_and_key(
+    api: httpx.Client, store: Store
+) -> None:
+    """The longest key on a real workflow is stored under a short id, and replays."""
+    workflow_id, _ = _workflow(api)
+
+    first = _queue(api, workflow_id, "#" * 255, {"n": 1})
+    second = _queue(api, workflow_id, "#" * 255, {"n": 1})
+
+    assert first.status_code == 202
+    assert second.json()["id"] == first.json()["id"] and second.headers[REPLAYED] == "true"
+    item_id = request_keys.key_item_id(workflow_id, "#" * 255)
+    assert len(item_id) == len(request_keys.key_item_id("w", "k")) < 100
+    assert _key_item(store, workflow_id, "#" * 255) is not None
+
+
+def _queue_raw(api: httpx.Client, workflow_id: str, key: bytes) -> httpx.Response:
+    """Queue a run with ``key`` sent as these bytes (UTF-8 text, as a client sends it)."""
+    return api.post(f"/api/v1/runs/{workflow_id}/execute-async", json={"data": {"n": 1}},
+                    headers={"Idempotency-Key": key})
+
+
+def test_key_length_counts_characters_of_utf8_text_not_bytes(api: httpx.Client) -> None:
+    """200 'é' (400 bytes) is a key of 200 characters: accepted, replayed; 256 'é' is not."""
+    workflow_id, _ = _workflow(api)
+
+    first = _queue_raw(api, workflow_id, ("é" * 200).encode())
+    second = _queue_raw(api, workflow_id, ("é" * 200).encode())
+    too_long = _queue_raw(api, workflow_id, ("é" * 256).encode())
+
+    assert first.status_code == 202, first.text
+    assert second.json()["id"] == first.json()["id"] and second.headers[REPLAYED] == "true"
+    assert too_long.status_code == 400
+    assert "1 to 255 characters; this one has 256" in too_long.json()["detail"]

@@ -6,8 +6,10 @@ the first one started, in its current state, instead of a new one. A key belongs
 one workflow and lasts ``RETENTION_SECONDS``; reused with a different input it is
 refused (``IdempotencyKeyReusedError``).
 
-Each key is one item in the runs table, beside the runs, under
-``run_id = idem#<workflow_id>#<key>``:
+Each key is one item in the runs table, beside the runs, under ``run_id = idem#<hash>``,
+where the hash is SHA-256 of the workflow id and the key (``key_item_id``): the workflow
+id comes from the URL and may be any length, and DynamoDB refuses a partition key over
+2048 bytes, a refusal no retry can mend. The item holds:
 
 - ``target_run_id``: the run the key stands for, chosen before the run is created;
 - ``fingerprint``: SHA-256 of the canonical JSON of the run's input;
@@ -44,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 # How long a key stands for its run.
 RETENTION_SECONDS = 24 * 60 * 60
-# The longest key accepted, in characters.
+# The longest key accepted, in characters of its UTF-8 text (see ``key_text``).
 MAX_KEY_LENGTH = 255
 # How long a reservation whose run does not exist yet still belongs to the request that
 # made it. The API function's timeout (template.yaml, Globals): no request outlives it,
@@ -65,13 +67,42 @@ def fingerprint(data: Any) -> str:
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
+def key_text(header: str) -> str:
+    """The text a client sent as a header value, however the value was decoded.
+
+    HTTP carries header values as bytes; a client sends text as UTF-8. API Gateway
+    hands the Lambda function that text; an ASGI server (the local stack's front)
+    decodes the bytes as latin-1, one character per byte, so ``é`` arrives as ``Ã©``.
+    A value that is UTF-8 read as latin-1 is read again as UTF-8; any other value
+    (a character past latin-1, bytes that are not UTF-8) is already the text.
+    """
+    try:
+        return header.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return header
+
+
 def check_key(key: str) -> None:
-    """Refuse a key that is empty (or only spaces) or longer than ``MAX_KEY_LENGTH``."""
-    if not key.strip() or len(key) > MAX_KEY_LENGTH:
+    """Refuse a key that is empty (or only spaces) or longer than ``MAX_KEY_LENGTH``.
+
+    Characters are counted in the key's text (``key_text``), not in its bytes.
+    """
+    text = key_text(key)
+    if not text.strip() or len(text) > MAX_KEY_LENGTH:
         raise StepstreamError(
             f"the Idempotency-Key header must be 1 to {MAX_KEY_LENGTH} characters; "
-            f"this one has {len(key)}"
+            f"this one has {len(text)}"
         )
+
+
+def key_item_id(workflow_id: str, key: str) -> str:
+    """The ``run_id`` of the item that holds ``key`` for ``workflow_id``: 69 characters.
+
+    The two are hashed as a JSON array, so no choice of separator inside either can
+    make two pairs one (``a#b`` + ``c`` and ``a`` + ``b#c`` stay apart).
+    """
+    pair = json.dumps([workflow_id, key], ensure_ascii=True, separators=(",", ":"))
+    return "idem#" + hashlib.sha256(pair.encode("ascii")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -111,8 +142,8 @@ class RequestKey:
         check_key(key)
         self.store = store
         self.workflow_id = workflow_id
-        self.key = key
-        self.item_key = {"run_id": _s(f"idem#{workflow_id}#{key}")}
+        self.key = key_text(key)
+        self.item_key = {"run_id": _s(key_item_id(workflow_id, self.key))}
         self.fingerprint = fingerprint(data)
 
     def start_once(self, start: Start) -> tuple[dict[str, Any], bool]:
