@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+
 from stepstream.errors import StepError
 from stepstream.nodes import llm
-
 from tests.support.servers import FakeMessagesApi
 from tests.unit.conftest import StepContextFactory
 
@@ -205,3 +206,30 @@ def test_llm_stream_without_a_listener_asks_for_the_whole_answer(
 
     assert output["content"] == "whole"
     assert "stream" not in messages_api.requests[-1].json()
+
+
+@pytest.mark.parametrize("key", [None, ""])
+def test_llm_without_an_api_key_fails_step_as_config(
+    key: str | None,
+    messages_api: FakeMessagesApi,
+    step_context: StepContextFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """No ANTHROPIC_API_KEY (or an empty one) is a setting to fix, not a bug in the node."""
+    if key is None:
+        monkeypatch.delenv("ANTHROPIC_API_KEY")
+    else:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", key)
+    # Nor any other source the SDK would find credentials in.
+    for name in ("ANTHROPIC_PROFILE", "ANTHROPIC_CONFIG_DIR", "ANTHROPIC_FEDERATION_RULE_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+
+    with pytest.raises(StepError, match="ANTHROPIC_API_KEY") as caught:
+        run(step_context, llm_step("Hi"))
+
+    assert caught.value.kind == "config"
+    assert messages_api.requests == []
+    assert llm._client is None  # built again once the key is set

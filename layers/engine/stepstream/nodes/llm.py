@@ -31,12 +31,25 @@ _client: anthropic.Anthropic | None = None
 
 
 def _anthropic() -> anthropic.Anthropic:
+    """The process-wide SDK client, built on first use from the environment.
+
+    Raises:
+        StepError: The SDK found no credentials (kind ``config``). Left to the SDK,
+            that is a TypeError when the request is sent, which reads as a bug.
+    """
     global _client
     if _client is None:
         import anthropic
 
         # Retries of transient failures belong to the step's policy, not hidden here.
-        _client = anthropic.Anthropic(max_retries=0)
+        built = anthropic.Anthropic(max_retries=0)
+        # ANTHROPIC_API_KEY is what the template sets; the SDK also takes a token or a
+        # profile, so the check is of what it found, not of that one variable.
+        if built.api_key is None and built.auth_token is None and built.credentials is None:
+            built.close()
+            raise StepError("no key for the Messages API: ANTHROPIC_API_KEY is missing or "
+                            "empty in the function's environment", kind="config")
+        _client = built
     return _client
 
 
