@@ -149,16 +149,22 @@ def _budget() -> Budget:
     return Budget(lambda: context.get_remaining_time_in_millis() / 1000, step_allowance=0)
 
 
-@app.post("/api/v1/runs/<workflow_id>/execute")
+@app.post("/api/v1/runs/<workflow_id>/execute", description=IDEMPOTENCY_DESCRIPTION)
 def execute(workflow_id: str, body: RunInput) -> Response[dict[str, Any]]:
     """Run a workflow in this request and return the finished run.
 
     A run that cannot finish within the request (a long retry wait, or steps that
     outlast it) goes on in the executor: it is returned ``running``, to be followed
-    on its ``stream_url``.
+    on its ``stream_url``. With an ``Idempotency-Key`` header, a repeat of the request
+    within 24 hours runs nothing and returns the first request's run as it is now.
     """
-    run = engine().run_inline(workflow_id, body.data, None, budget=_budget())
-    return _json(_run(run), status=201)
+
+    def start(run_id: str | None) -> dict[str, Any]:
+        return engine().run_inline(workflow_id, body.data, None, run_id=run_id,
+                                   budget=_budget())
+
+    run, replay = _start(workflow_id, body.data, start)
+    return _json(_run(run), status=201, headers=replay)
 
 
 @app.post("/api/v1/runs/<workflow_id>/execute-async", description=IDEMPOTENCY_DESCRIPTION)

@@ -1,4 +1,4 @@
-"""The Idempotency-Key header on execute-async and webhooks, on the local stack."""
+"""The Idempotency-Key header on execute, execute-async and webhooks, on the local stack."""
 
 from __future__ import annotations
 
@@ -271,6 +271,25 @@ def test_key_items_never_show_in_run_listings(api: httpx.Client, store: Store) -
     assert _runs_of(api, workflow_id) == [run_id]
 
 
+def test_execute_same_key_twice_runs_once_and_replays_the_finished_run(
+    api: httpx.Client
+) -> None:
+    """A sync execute retried with its key (say after a client timeout) runs nothing more."""
+    workflow_id, _ = _workflow(api)
+    route = f"/api/v1/runs/{workflow_id}/execute"
+    headers = {"Idempotency-Key": "sync-1"}
+
+    first = api.post(route, json={"data": {"n": 5}}, headers=headers)
+    second = api.post(route, json={"data": {"n": 5}}, headers=headers)
+    other = api.post(route, json={"data": {"n": 6}}, headers=headers)
+
+    assert (first.status_code, second.status_code, other.status_code) == (201, 201, 422)
+    assert first.json()["status"] == second.json()["status"] == "completed"
+    assert second.json()["id"] == first.json()["id"]
+    assert second.headers[REPLAYED] == "true" and REPLAYED not in first.headers
+    assert _runs_of(api, workflow_id) == [first.json()["id"]]
+
+
 @pytest.mark.parametrize("key", ["", "k" * 256])
 def test_empty_or_too_long_key_is_400(api: httpx.Client, key: str) -> None:
     """Keys must be 1 to 255 characters; anything else is a client error, not a run."""
@@ -295,13 +314,16 @@ def test_key_of_255_characters_is_accepted(api: httpx.Client) -> None:
     assert second.json()["id"] == first.json()["id"]
 
 
-def test_openapi_document_describes_the_header_on_both_routes(api: httpx.Client) -> None:
-    """/openapi.json tells clients about Idempotency-Key where it applies."""
+def test_openapi_document_describes_the_header_on_every_route_that_starts_a_run(
+    api: httpx.Client
+) -> None:
+    """/openapi.json tells clients about Idempotency-Key where it applies, and only there."""
     paths = api.get("/openapi.json").json()["paths"]
 
-    for path in ("/api/v1/runs/{workflow_id}/execute-async", "/api/v1/runs/trigger/{path}"):
+    for path in ("/api/v1/runs/{workflow_id}/execute", "/api/v1/runs/{workflow_id}/execute-async",
+                 "/api/v1/runs/trigger/{path}"):
         assert "Idempotency-Key" in paths[path]["post"]["description"]
-    assert "Idempotency-Key" not in paths["/api/v1/runs/{workflow_id}/execute"]["post"].get(
+    assert "Idempotency-Key" not in paths["/api/v1/runs/{run_id}/cancel"]["post"].get(
         "description", "")
 
 
