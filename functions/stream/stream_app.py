@@ -56,6 +56,9 @@ LONG_POLL_SECONDS = 20.0
 LONG_POLL_LINGER_SECONDS = 0.05
 LONG_POLL_MAX_EVENTS = 500
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# Lines end in LF alone (SSE allows CR LF, CR or LF): a script reading the stream with
+# curl and grep then gets `id: 7`, not `id: 7\r`.
+SEP = "\n"
 VIEW_PAGE = (Path(__file__).parent / "view.html").read_text(encoding="utf-8")
 
 
@@ -102,7 +105,7 @@ def _position(request: Request) -> int:
 
 def _frame(event: dict[str, Any], retry: int = RETRY_MS) -> ServerSentEvent:
     return ServerSentEvent(data=dumps(event), event=event["type"], id=str(event["seq"]),
-                           retry=retry)
+                           retry=retry, sep=SEP)
 
 
 async def _frames(run_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
@@ -199,7 +202,8 @@ async def stream(request: Request) -> Response:
     if buffered():
         return await _buffered_response(run_id, position)
     heartbeat = float(os.environ.get("STREAM_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS))
-    return EventSourceResponse(_frames(run_id, position), ping=heartbeat, headers=SSE_HEADERS)
+    return EventSourceResponse(_frames(run_id, position), ping=heartbeat, headers=SSE_HEADERS,
+                               sep=SEP)
 
 
 def _inline_hashes(page: str, tag: str) -> str:

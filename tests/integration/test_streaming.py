@@ -112,7 +112,8 @@ def test_buffered_mode_answers_each_poll_and_ends_the_response(
         if response.status_code == 204:
             break
         assert response.headers["content-type"].startswith("text/event-stream")
-        ids = [int(line[3:]) for line in response.text.splitlines() if line.startswith("id:")]
+        assert "\r" not in response.text
+        ids = [int(line[3:]) for line in response.text.split("\n") if line.startswith("id:")]
         seqs.extend(ids)
         last = ids[-1] if ids else last
         if "event: run_completed" in response.text:
@@ -141,15 +142,20 @@ def test_stream_headers_stop_buffering_and_compression(
 def test_idle_stream_sends_comment_heartbeats(
     api: httpx.Client, slow_workflow: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """While a step takes its time, the stream sends `:` comment lines to keep proxies open."""
+    """While a step takes its time, the stream sends `:` comment lines to keep proxies open.
+
+    Every line, heartbeats included, ends in a bare LF, so line-based scripts see no CR.
+    """
     monkeypatch.setenv("STREAM_HEARTBEAT_SECONDS", "0.05")
     run_id, url = _start(api, slow_workflow)
 
     with api.stream("GET", url) as response:
-        lines = list(response.iter_lines())
+        raw = response.read().decode()
 
+    assert "\r" not in raw
+    lines = raw.split("\n")
     assert any(line.startswith(":") for line in lines)
-    assert any(line == "event: run_completed" for line in lines)
+    assert "event: run_completed" in lines and f"id: {len(_read_some(api, url, 0, 10_000))}" in lines
 
 
 def test_finished_run_stream_replays_everything_then_204_after_the_end(
