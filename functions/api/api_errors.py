@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
 from stepstream import (
     ConflictError,
@@ -31,6 +32,14 @@ def install(app: APIGatewayHttpResolver) -> None:
 
 def _install_body_errors(app: APIGatewayHttpResolver) -> None:
     """Request bodies that cannot be read or are too large: 400 and 413."""
+
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(exc: RequestValidationError) -> Response:
+        # Powertools' own answer gives only `loc` and `type`; `msg` says what would do
+        # ("Input should be 'queued', 'running', ..."). Pydantic's messages name no code.
+        errors = [{"loc": list(error["loc"]), "type": error["type"], "msg": error.get("msg", "")}
+                  for error in exc.errors()]
+        return _json(422, {"statusCode": 422, "detail": errors})
 
     @app.exception_handler(UnicodeDecodeError)
     def not_text(exc: UnicodeDecodeError) -> Response:

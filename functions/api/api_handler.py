@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from functools import cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import api_errors
 from aws_lambda_powertools import Logger
@@ -30,6 +30,8 @@ IDEMPOTENCY_DESCRIPTION = (
     "`Idempotent-Replayed: true`; the same key with a different input is a 422; a repeat "
     "while the first request is still creating its run may get a 409 (retry)."
 )
+# What a run's status can be, so a filter by anything else is a 422, not an empty list.
+RunStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
 app = APIGatewayHttpResolver(enable_validation=True)
 app.enable_swagger(path="/docs", title="Stepstream API", version="0.1.0")
 api_errors.install(app)
@@ -216,7 +218,7 @@ def redrive_run(run_id: str) -> Response[dict[str, Any]]:
 @app.get("/api/v1/runs")
 def list_runs(
     workflow_id: Annotated[str | None, Query()] = None,
-    status: Annotated[str | None, Query()] = None,
+    status: Annotated[RunStatus | None, Query()] = None,
     page: Annotated[int, Query(ge=1)] = 1,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> list[dict[str, Any]]:

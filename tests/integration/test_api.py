@@ -145,6 +145,10 @@ def test_list_runs_filters_by_workflow_and_status_and_pages(api: httpx.Client) -
     assert [r["id"] for r in first + second] == run_ids[::-1]
     assert failed.json() == []
     assert api.get("/api/v1/runs", params={"page_size": 1000}).status_code == 422
+    bogus = api.get("/api/v1/runs", params={"status": "finished"})
+    assert bogus.status_code == 422, bogus.text
+    (problem,) = bogus.json()["detail"]
+    assert problem["loc"] == ["query", "status"] and "'cancelled'" in problem["msg"], problem
 
 
 def test_openapi_document_is_served(api: httpx.Client) -> None:

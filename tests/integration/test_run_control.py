@@ -268,6 +268,9 @@ def test_redrive_resumes_a_failed_run_from_the_failed_step(
     assert [event["seq"] for event in events] == list(range(1, len(events) + 1))
     resumed = events[kinds.index("run_resumed")]
     assert resumed["reason"] == "redrive"
+    # Progress counts the steps decided by the run as a whole, the ones before the redrive too.
+    assert (run["steps_completed"], run["total_steps"]) == (4, 4)
+    assert (events[-1]["steps_completed"], events[-1]["progress"]) == (4, 100)
 
 
 def test_redrive_reads_a_large_earlier_output_whole(
