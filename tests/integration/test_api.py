@@ -95,6 +95,7 @@ def test_sync_execute_returns_the_finished_run_and_its_stream_replays(api: httpx
     assert response.status_code == 201
     run = response.json()
     assert (run["status"], run["steps_completed"], run["total_steps"]) == ("completed", 6, 6)
+    assert run["cancel_requested"] is False
     events = sse_events(api, run["id"])
     assert events[0]["type"] == "run_started" and events[-1]["type"] == "run_completed"
 
