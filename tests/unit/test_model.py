@@ -329,6 +329,15 @@ def test_check_retry_on_refuses_what_is_no_kind_status_or_class(on: str, message
     assert (problem.line, problem.step_id, problem.field) == (9, "fetch", "on")
 
 
+def test_check_retry_on_names_every_bad_entry_in_one_problem() -> None:
+    [problem] = problems_with("retry:\n  on: [netwrok, 503, '6xx', 700, timout]\n")
+
+    assert "'netwrok'" in problem.message and "'timout'" in problem.message
+    assert "'6xx'" in problem.message and "700 is not an HTTP status" in problem.message
+    assert problem.message.count("unknown error kind") == 2
+    assert problem.message.count("is neither") == problem.message.count("is not an") == 1
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [

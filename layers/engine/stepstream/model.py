@@ -23,13 +23,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-def _check_statuses(values: list[int | str], what: str) -> list[int | str]:
+def _status_problems(values: list[int | str], what: str) -> list[str]:
+    """What is wrong with each entry of a list of HTTP statuses and classes like '5xx'."""
+    problems = []
     for value in values:
         if isinstance(value, int) and not 100 <= value <= 599:
-            raise ValueError(f"{what}: {value} is not an HTTP status (100-599)")
+            problems.append(f"{what}: {value} is not an HTTP status (100-599)")
         if isinstance(value, str) and not STATUS_CLASS.fullmatch(value):
-            raise ValueError(f"{what}: {value!r} is neither a status nor a class like '5xx'")
-    return values
+            problems.append(f"{what}: {value!r} is neither a status nor a class like '5xx'")
+    return problems
+
+
+def _refuse(problems: list[str]) -> None:
+    """One error naming every problem of a list, so one fix-and-check round finds them all."""
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 class Backoff(_Strict):
@@ -59,15 +67,15 @@ class RetryPolicy(_Strict):
     @classmethod
     def _known(cls, values: list[str | int]) -> list[str | int]:
         kinds = [v for v in values if isinstance(v, str) and not STATUS_CLASS.fullmatch(v)]
-        unknown = [kind for kind in kinds if kind not in ERROR_KINDS]
-        if unknown and unknown[0][:1].isdigit():
-            raise ValueError(f"{unknown[0]!r} is neither an HTTP status (write numbers "
-                             "unquoted: 503) nor a class of them ('1xx' to '5xx')")
-        if unknown:
-            known = ", ".join(sorted(ERROR_KINDS))
-            raise ValueError(f"unknown error kind {unknown[0]!r} (known: {known}; "
-                             "or an HTTP status, or a class like '5xx')")
-        _check_statuses([v for v in values if v not in kinds], "on")
+        known = ", ".join(sorted(ERROR_KINDS))
+        problems = [
+            f"{kind!r} is neither an HTTP status (write numbers unquoted: 503) nor a class "
+            "of them ('1xx' to '5xx')" if kind[:1].isdigit() else
+            f"unknown error kind {kind!r} (known: {known}; or an HTTP status, or a class "
+            "like '5xx')"
+            for kind in kinds if kind not in ERROR_KINDS
+        ]
+        _refuse(problems + _status_problems([v for v in values if v not in kinds], "on"))
         return values
 
 
@@ -143,7 +151,9 @@ class HttpStep(_StepBase):
     @field_validator("accept_status")
     @classmethod
     def _statuses(cls, value: Any) -> Any:
-        return _check_statuses(value, "accept_status") if isinstance(value, list) else value
+        if isinstance(value, list):
+            _refuse(_status_problems(value, "accept_status"))
+        return value
 
     @field_validator("method")
     @classmethod
