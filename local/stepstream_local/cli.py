@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -101,26 +103,47 @@ API_OPTION = click.option(
 )
 
 
+class _Unreachable(click.ClickException):
+    """No API answered: the run's outcome is unknown, as when a stream ends unsaid."""
+
+    exit_code = 2
+
+
+@contextlib.contextmanager
+def _api_client(api: str) -> Iterator[httpx.Client]:
+    """A client of the API at ``api``; an API that cannot be reached is a one-line error."""
+    try:
+        with httpx.Client(base_url=api, timeout=30) as client:
+            yield client
+    except httpx.TransportError as exc:
+        raise _Unreachable(f"cannot reach the Stepstream API at {api}: {exc}") from exc
+
+
 @main.command(name="watch")
 @click.argument("run_id")
 @API_OPTION
 def watch_command(run_id: str, api: str) -> None:
     """Follow a run live; the exit code is its outcome.
 
-    Exit codes: 0 completed, 1 failed (or no such run), 3 cancelled, 2 the stream
-    ended without telling the outcome.
+    Exit codes: 0 completed, 1 failed (or no such run), 3 cancelled, 2 unknown: the
+    stream ended without telling the outcome, or the API could not be reached.
 
     A failed run redriven after the watch ended: watch it again to follow the
     redrive (a watch replays the run from its start).
     """
-    with httpx.Client(base_url=api, timeout=30) as client:
+    with _api_client(api) as client:
         if client.get(f"/api/v1/runs/{run_id}").status_code == 404:
             raise click.ClickException(f"no run {run_id} at {api}")
         raise SystemExit(exit_code(watch(client, run_id, echo=click.echo)))
 
 
-def _workflow_id(client: httpx.Client, yaml_content: str) -> str:
-    """Register the workflow, or find the registered one with the same trigger path."""
+def _workflow_id(client: httpx.Client, yaml_content: str, replace: bool) -> str:
+    """Register the workflow, or find the registered one with the same trigger path.
+
+    A registered one whose text differs from ``yaml_content`` is deleted and the new
+    text registered with ``replace`` (its runs stay readable); without, it is run as
+    it is, with a warning.
+    """
     created = client.post("/api/v1/workflows", json={"yaml_content": yaml_content})
     if created.status_code == 201:
         return created.json()["id"]
@@ -129,29 +152,41 @@ def _workflow_id(client: httpx.Client, yaml_content: str) -> str:
         lines = [f"{e.get('line', 1)}:{e.get('column', 1)}: {e['message']}" for e in errors]
         raise click.ClickException("the workflow was refused:\n" + "\n".join(lines))
     path = parse_workflow(yaml_content).trigger_path
-    for workflow in client.get("/api/v1/workflows").json():
-        if workflow["trigger_path"] == path:
-            return workflow["id"]
-    raise click.ClickException(created.json()["detail"])
+    found = [w["id"] for w in client.get("/api/v1/workflows").json() if w["trigger_path"] == path]
+    if not found:
+        raise click.ClickException(created.json()["detail"])
+    workflow_id = found[0]
+    if client.get(f"/api/v1/workflows/{workflow_id}").json()["yaml_content"] == yaml_content:
+        return workflow_id
+    if not replace:
+        click.echo(f"warning: the workflow registered at {path} ({workflow_id}) is not this "
+                   "file's text; running the registered one (--replace registers the file)",
+                   err=True)
+        return workflow_id
+    client.delete(f"/api/v1/workflows/{workflow_id}").raise_for_status()
+    click.echo(f"replaced the workflow registered at {path} ({workflow_id})", err=True)
+    return _workflow_id(client, yaml_content, replace=False)
 
 
 @main.command(name="run")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--data", default="{}", help="The run's input, as JSON.")
 @click.option("--watch/--no-watch", "follow", default=True, help="Follow the run live.")
+@click.option("--replace", is_flag=True,
+              help="If another text is registered at FILE's trigger path, replace it.")
 @API_OPTION
-def run_command(file: Path, data: str, follow: bool, api: str) -> None:
+def run_command(file: Path, data: str, follow: bool, replace: bool, api: str) -> None:
     """Register FILE (or reuse it) and run it on the queue, following it live.
 
     With --watch the exit code is the run's outcome, as for `stepstream watch`:
-    0 completed, 1 failed, 3 cancelled.
+    0 completed, 1 failed, 3 cancelled, 2 unknown (the API could not be reached).
     """
     try:
         payload = json.loads(data)
     except ValueError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--data") from exc
-    with httpx.Client(base_url=api, timeout=30) as client:
-        workflow_id = _workflow_id(client, file.read_text(encoding="utf-8"))
+    with _api_client(api) as client:
+        workflow_id = _workflow_id(client, file.read_text(encoding="utf-8"), replace)
         queued = client.post(f"/api/v1/runs/{workflow_id}/execute-async", json={"data": payload})
         if queued.status_code != 202:
             raise click.ClickException(f"the run was refused: {queued.text}")

@@ -243,6 +243,52 @@ def test_run_command_follows_the_run_and_exits_with_its_outcome(
     assert failed.returncode == 1 and "run failed" in failed.stdout
 
 
+def test_run_command_runs_an_edited_file_only_with_replace(
+    api: httpx.Client, tmp_path: Path
+) -> None:
+    """A file edited after it was registered: run warns and runs the registered text;
+    --replace registers the file's text and runs that."""
+    name = f"cli_edit_{uuid.uuid4().hex[:8]}"
+    flow = tmp_path / "flow.yaml"
+    text = "name: {name}\nsteps:\n  - id: start\n    type: trigger\n  - id: say\n" \
+           "    type: notify\n    message: {message}\n"
+    base = str(api.base_url).rstrip("/")
+
+    def run(*options: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([STEPSTREAM, "run", str(flow), "--api", base, *options],
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    flow.write_text(text.format(name=name, message="version one"))
+    first = run()
+    flow.write_text(text.format(name=name, message="version two"))
+    kept, replaced = run(), run("--replace")
+
+    def said(result: subprocess.CompletedProcess[str]) -> str:
+        run_id = result.stdout.split()[1]  # "run <id> queued"
+        steps = api.get(f"/api/v1/runs/{run_id}").json()["steps"]
+        return next(step for step in steps if step["step_id"] == "say")["output_data"]["message"]
+
+    assert first.returncode == kept.returncode == replaced.returncode == 0, replaced.stderr
+    assert said(kept) == "version one" and "is not this file's text" in kept.stderr
+    assert said(replaced) == "version two" and "replaced the workflow" in replaced.stderr
+    names = [w["name"] for w in api.get("/api/v1/workflows").json()]
+    assert names.count(name) == 1
+
+
+def test_commands_say_in_one_line_when_no_api_answers(tmp_path: Path) -> None:
+    """No stack at --api: one line saying so and exit 2 (outcome unknown), no traceback."""
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("name: nowhere\nsteps:\n  - id: start\n    type: trigger\n")
+    nowhere = "http://127.0.0.1:9"
+
+    for command in (["run", str(flow)], ["watch", "some-run"]):
+        result = subprocess.run([STEPSTREAM, *command, "--api", nowhere], capture_output=True,
+                                text=True, timeout=60, check=False)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(f"Error: cannot reach the Stepstream API at {nowhere}")
+        assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+
+
 def test_watch_command_exits_with_the_runs_outcome(api: httpx.Client, slow_workflow: str) -> None:
     """`stepstream watch RUN_ID` prints every step and exits 0 for a completed run."""
     run_id, _url = _start(api, slow_workflow)
