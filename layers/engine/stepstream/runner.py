@@ -678,18 +678,23 @@ class _Run:
 
         A step in flight may have run (an attempt before a crash, before a retry
         wait): it ends failed, with ``kind`` (by default ``cancelled`` or ``timeout``),
-        and stays where a redrive takes the run up again.
+        and stays where a redrive takes the run up again. Cancelled while it waits to
+        retry, it ends with the failure of its last attempt, as ``cancel_before`` ends it.
         """
         steps = self.workflow.steps
         if self.cp.inflight and self.cp.index < len(steps) and not self.settled(
                 steps[self.cp.index]):
             step = steps[self.cp.index]
-            why = error or f"the run was {status}"
-            result = StepResult(step.id, step.type, "failed", error=f"{why} during this step",
-                                completed_at=now_iso(), iteration=self.cp.visits[step.id],
-                                attempts=max(1, self.cp.attempt - 1))
-            kind = kind or ("cancelled" if status == "cancelled" else "timeout")
-            self.fail(result, _Failure(result.error or why, kind))
+            if status == "cancelled" and self.cp.failure:
+                self.fail(*_Failure.saved(self.cp.failure))
+            else:
+                why = error or f"the run was {status}"
+                result = StepResult(step.id, step.type, "failed",
+                                    error=f"{why} during this step", completed_at=now_iso(),
+                                    iteration=self.cp.visits[step.id],
+                                    attempts=max(1, self.cp.attempt - 1))
+                kind = kind or ("cancelled" if status == "cancelled" else "timeout")
+                self.fail(result, _Failure(result.error or why, kind))
             self.cp.inflight, self.cp.decided, self.cp.attempt = True, False, 1
             self.cp.step_deadline = None
         for step in steps:

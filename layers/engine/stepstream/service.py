@@ -416,8 +416,9 @@ def run_view(
     """A stored run in the API's shape; ``detail`` adds input and per-step results."""
     view = {key: record.get(key) for key in RUN_FIELDS if key != "id"}
     view = {"id": record["run_id"], "run_id": record["run_id"], **view}
-    # Only a cancel writes the flag; a run never cancelled says false, not null.
-    view["cancel_requested"] = bool(record.get("cancel_requested"))
+    # A cancel of a running run sets the flag; one of a run no executor held ends it.
+    view["cancel_requested"] = (bool(record.get("cancel_requested"))
+                                or record.get("status") == "cancelled")
     view["workflow_name"] = record.get("workflow_name")
     if stream_url:
         view["stream_url"] = stream_url
