@@ -367,3 +367,52 @@ def httpx_reply(status: int) -> Any:
     from tests.support.servers import json_reply
 
     return json_reply(status, {"status": status})
+
+
+def test_many_outputs_under_the_spill_limit_that_fill_the_run_item_still_complete(
+    api: httpx.Client, upstream: MockHttpServer, store: Store
+) -> None:
+    """15 outputs of 30 KB (each under 32 KiB) pass the 400 KB item limit together.
+
+    Each result gets its share of the room left: those that do not fit are kept apart,
+    whole, and the run completes instead of being refused its next write.
+    """
+    upstream.route("GET", "/part", json={"pad": "x" * 30_000})
+    steps = "".join(f"  - id: p{n}\n    type: http\n    url: {upstream.url('/part')}\n"
+                    for n in range(15))
+    steps += "  - id: end\n    type: notify\n    message: \"{p0.body.pad}{p14.body.pad}\"\n"
+    workflow_id = register(api, _workflow(steps))
+    run_id = api.post(f"/api/v1/runs/{workflow_id}/execute-async", json={"data": {}}).json()["id"]
+
+    run = _finished(api, run_id, timeout=60)
+
+    assert run["status"] == "completed", run["error_message"]
+    end = next(step for step in run["steps"] if step["step_id"] == "end")
+    assert end["status"] == "completed", end
+    stored = store.get_run(run_id)["steps"]
+    kept_apart = [step_id for step_id, result in stored.items() if "spilled" in result]
+    assert kept_apart, "every result stayed in the run's item"
+    whole = store.whole_outputs(stored)
+    assert all(len(whole[f"p{n}"]["output_data"]["body"]["pad"]) == 30_000 for n in range(15))
+    assert len(whole["end"]["output_data"]["message"]) == 60_000  # it read p0 and p14 whole
+
+
+def test_run_whose_input_and_yaml_leave_no_room_ends_failed_and_is_not_redriven(
+    api: httpx.Client, upstream: MockHttpServer
+) -> None:
+    """A 215 KB workflow with a 125 KB input has no room for 70 results: the run ends
+    failed, saying why, rather than stay running; with its results dropped from its
+    record (its events keep them), a redrive is refused."""
+    upstream.route("GET", "/part", json={"pad": "x" * 30_000})
+    steps = "".join(f"  - id: p{n}\n    type: http\n    url: {upstream.url('/part')}\n"
+                    f"    description: {'d' * 3000}\n" for n in range(70))
+    workflow_id = register(api, _workflow(steps))
+    run_id = api.post(f"/api/v1/runs/{workflow_id}/execute-async",
+                      json={"data": {"big": "y" * 125_000}}).json()["id"]
+
+    run = _finished(api, run_id, timeout=60)
+    redrive = api.post(f"/api/v1/runs/{run_id}/redrive")
+
+    assert run["status"] == "failed" and "400 KB" in run["error_message"], run["error_message"]
+    assert sse_events(api, run_id)[-1]["type"] == "run_failed"
+    assert redrive.status_code == 409 and "outgrew" in redrive.json()["detail"]

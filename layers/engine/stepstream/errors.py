@@ -136,11 +136,13 @@ class StorageError(StepstreamError):
     Attributes:
         retryable: Whether the same request may succeed later (throttling, a service
             error); False when it never will (an item over DynamoDB's size limit).
+        too_large: The write would have made an item larger than DynamoDB allows.
     """
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
+    def __init__(self, message: str, *, retryable: bool = True, too_large: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.too_large = too_large
 
 
 class LeaseLostError(StepstreamError):

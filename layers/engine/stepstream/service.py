@@ -7,6 +7,7 @@ clients so warm invocations reuse their connections.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -49,6 +50,11 @@ FLUSH_EVENTS = 25
 PARSED_WORKFLOWS = 64
 # A run's input is stored with the run (DynamoDB items hold 400 KB); past this, refused.
 MAX_INPUT_BYTES = 128 * 1024
+# What a run's item may hold in all: DynamoDB's 400 KB, less its attribute names and
+# small fields. Step results share what the input, YAML and checkpoint leave.
+RUN_ITEM_BUDGET = 380_000
+# Run attributes whose size stays as the run was created.
+_FIXED_ATTRIBUTES = ("yaml_content", "trigger_data", "trigger_headers", "step_order")
 # Request headers a webhook run keeps out of its input: they carry credentials.
 SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie", "x-api-key",
                   "x-amz-security-token")
@@ -138,6 +144,9 @@ class _StoredRecorder:
         self.blocking: frozenset[str] | None = None
         self.events: list[tuple[int, str, str]] = []
         self.results: dict[str, dict[str, Any]] = {}
+        # Bytes of JSON of each step result in the run's item, and of what else is there.
+        self.sizes: dict[str, int] = {}
+        self.fixed_size: int | None = None
         self.steps_completed = 0
         self.snapshot: Callable[[], dict[str, Any]] | None = None
         self.cancel_requested = False
@@ -153,6 +162,7 @@ class _StoredRecorder:
         for step_id, stored in results.items():
             ran = [stored] if stored.get("iteration") else []
             self.executions[step_id] = list(stored.get("executions") or ran)
+            self.sizes[step_id] = len(_json.dumps(stored))
         self.steps_completed = steps_completed
 
     def emit(self, event_type: str, data: dict[str, Any]) -> None:
@@ -199,13 +209,25 @@ class _StoredRecorder:
             if body:
                 self._hold_lease()
                 store.put_events(self.run_id, body)
+            checkpoint = self.snapshot() if self.snapshot else None
             progress = Progress(
-                results, self.steps_completed, self.seq,
-                self.snapshot() if self.snapshot else None, finish,
-                ending[2] if ending else None, release,
+                results, self.steps_completed, self.seq, checkpoint, finish,
+                ending[2] if ending else None, release, self._room(results, checkpoint),
             )
             lease_until = time.time() + self.engine.settings.lease_seconds
-            stored, cancelled = store.save_progress(self.run_id, self.owner, progress, lease_until)
+            try:
+                stored, cancelled = store.save_progress(self.run_id, self.owner, progress,
+                                                        lease_until)
+            except StorageError as exc:
+                if not (exc.too_large and finish is not None):
+                    raise
+                # The results do not fit in the run's item: the run ends all the same,
+                # without them (its events tell them), rather than stay running.
+                logger.error("run ended without its results: its record is full",
+                             extra={"run_id": self.run_id})
+                shed = dataclasses.replace(progress, steps=[], shed=True)
+                stored, cancelled = store.save_progress(self.run_id, self.owner, shed,
+                                                        lease_until)
             self.written_at = time.monotonic()
             self.cancel_requested = self.cancel_requested or cancelled
             if ending:
@@ -214,6 +236,18 @@ class _StoredRecorder:
         if events and self.engine.publisher is not None:
             self.engine.publisher.publish_many(
                 self.run_id, [(seq, text) for seq, _type, text in events])
+
+    def _room(self, batch: list[dict[str, Any]], checkpoint: dict[str, Any] | None) -> int | None:
+        """Bytes the results of ``batch`` may take in the run's item (``Progress.room``)."""
+        if self.record is None:
+            return None
+        if self.fixed_size is None:
+            self.fixed_size = sum(len(_json.dumps(self.record.get(name)))
+                                  for name in _FIXED_ATTRIBUTES)
+        written = {step["step_id"] for step in batch}
+        others = sum(size for step_id, size in self.sizes.items() if step_id not in written)
+        return (RUN_ITEM_BUDGET - self.fixed_size - others
+                - (len(_json.dumps(checkpoint)) if checkpoint else 0))
 
     def _hold_lease(self) -> None:
         """Make sure the lease holds before events are written without a condition.
@@ -243,6 +277,7 @@ class _StoredRecorder:
         """Keep ``record`` as the table now has it."""
         if self.record is None:
             return
+        self.sizes.update({step["step_id"]: len(_json.dumps(step)) for step in stored})
         self.record["last_seq"] = self.seq
         self.record.setdefault("steps", {}).update({step["step_id"]: step for step in stored})
         if stored:
@@ -776,6 +811,9 @@ class Engine:
             StorageError: The queue refused; the run is failed again, as it was.
         """
         before = self.store.get_run(run_id)
+        if before.get("results_shed"):
+            raise RunStateError(f"run {run_id} outgrew DynamoDB's item limit and its step "
+                                "results were dropped: there is nothing to go on from")
         record = self.store.requeue_failed(run_id)
         try:
             self.enqueue_run(run_id, 0, "redrive")

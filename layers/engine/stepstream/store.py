@@ -42,6 +42,10 @@ from stepstream.errors import (
 # (DynamoDB's item limit is 400 KB) in items of their own.
 STEP_OUTPUT_LIMIT = 32_768
 SPILL_PART_BYTES = 350_000
+# When the run's item has less room than that for a batch of results (its input and
+# YAML take up to 384 KiB of DynamoDB's 400 KB), each result gets its share of the room,
+# but never less than this: a write that then does not fit is refused (too_large).
+MIN_STEP_BYTES = 1_024
 # DynamoDB's limit on the items of one BatchWriteItem, and how often (with a doubling
 # pause from BATCH_BACKOFF_SECONDS) unprocessed items of a batch are sent again.
 MAX_BATCH_ITEMS = 25
@@ -125,6 +129,10 @@ class Progress:
         end_event: With ``finish``: the terminal event's JSON, kept to repair a crash
             between the write of the record and the write of that event.
         release: The executor lets the run go (see ``Release``).
+        room: Bytes the results of ``steps`` may take in the run's item together,
+            if fewer than ``STEP_OUTPUT_LIMIT`` each (see ``save_progress``).
+        shed: The run's item is full even so: drop the step results stored in it (its
+            events keep them) and mark it ``results_shed``, so that the run can end.
     """
 
     steps: list[dict[str, Any]]
@@ -134,6 +142,8 @@ class Progress:
     finish: RunEnd | None = None
     end_event: str | None = None
     release: Release | None = None
+    room: int | None = None
+    shed: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,32 +171,33 @@ class _Bounded:
     parts: list[bytes]
 
 
-def _bounded(run_id: str, step: dict[str, Any]) -> _Bounded:
-    """A step result fit to store: past the limit, its output is summarised and kept apart.
+def _bounded(run_id: str, step: dict[str, Any], limit: int = STEP_OUTPUT_LIMIT) -> _Bounded:
+    """A step result fit to store: past ``limit``, its output is summarised and kept apart.
 
     The result names where (``spilled``: the parts' key prefix and count), so a run
     taken up elsewhere reads the output whole (``Store.whole_outputs``). A loop
     history that still does not fit is dropped.
     """
     text = _json.dumps(step)
-    if len(text) <= STEP_OUTPUT_LIMIT:
+    if len(text) <= limit:
         return _Bounded(step, text, [])
     output = _json.dumps(step.get("output_data")).encode()
     parts = [output[at : at + SPILL_PART_BYTES] for at in range(0, len(output), SPILL_PART_BYTES)]
-    step = {**step, "output_data": _json.summary(step.get("output_data"), STEP_OUTPUT_LIMIT // 2),
+    step = {**step, "output_data": _json.summary(step.get("output_data"), limit // 2),
             "spilled": {"key": f"{run_id}#output#{uuid.uuid4().hex}", "parts": len(parts)}}
     text = _json.dumps(step)
-    if len(text) > STEP_OUTPUT_LIMIT:
+    if len(text) > limit:
         step.pop("executions", None)
         text = _json.dumps(step)
     return _Bounded(step, text, parts)
 
 
 class _Update:
-    """An UpdateItem's ``SET`` clauses, names and values, gathered one by one."""
+    """An UpdateItem's ``SET`` and ``REMOVE`` clauses, names and values, gathered one by one."""
 
     def __init__(self) -> None:
         self.assignments: list[str] = []
+        self.removals: list[str] = []
         self.names: dict[str, str] = {}
         self.values: dict[str, Any] = {}
         self.condition = ""
@@ -197,9 +208,15 @@ class _Update:
         self.values[placeholder] = value
         self.names.update(names or {})
 
+    def remove(self, path: str) -> None:
+        self.removals.append(path)
+
     def parameters(self) -> dict[str, Any]:
-        parameters = {"UpdateExpression": "SET " + ", ".join(self.assignments),
-                      "ExpressionAttributeValues": self.values}
+        expression = "SET " + ", ".join(self.assignments)
+        if self.removals:
+            # REMOVE first: moto applies clauses in order and checks the size on the way.
+            expression = "REMOVE " + ", ".join(self.removals) + " " + expression
+        parameters = {"UpdateExpression": expression, "ExpressionAttributeValues": self.values}
         if self.names:
             parameters["ExpressionAttributeNames"] = self.names
         if self.condition:
@@ -218,7 +235,11 @@ def _lease_update(until: float) -> _Update:
 
 
 def _storage_error(action: str, exc: ClientError) -> StorageError:
-    code = exc.response.get("Error", {}).get("Code", "Unknown")
+    error = exc.response.get("Error", {})
+    code = error.get("Code", "Unknown")
+    if code == "ValidationException" and "maximum allowed size" in error.get("Message", ""):
+        return StorageError(f"DynamoDB refused {action}: the item would pass its 400 KB "
+                            "limit", retryable=False, too_large=True)
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
     retryable = code in _TRANSIENT_CODES or status >= 500
     return StorageError(f"DynamoDB refused {action}: {code}", retryable=retryable)
@@ -430,10 +451,11 @@ class Store:
         Step results, the checkpoint, ``last_seq`` and the end (or the release) of
         the run go together, and the lease is extended on the way. A run's steps share
         one item (DynamoDB's limit: 400 KB), so an output larger than
-        ``STEP_OUTPUT_LIMIT`` bytes of JSON is stored there as a marked, bounded
-        summary, and whole in items of its own, written first under a new key: the
-        record names them only once they are all there, and parts an executor wrote
-        after losing its lease are never named.
+        ``STEP_OUTPUT_LIMIT`` bytes of JSON (or than its share of ``progress.room``,
+        when the item is filling up) is stored there as a marked, bounded summary, and
+        whole in items of its own, written first under a new key: the record names them
+        only once they are all there, and parts an executor wrote after losing its
+        lease are never named.
 
         Returns:
             The step results as stored (bounded), and whether a cancel was requested.
@@ -442,7 +464,10 @@ class Store:
             LeaseLostError: Another owner holds the run now; nothing was written.
             StorageError: DynamoDB refused.
         """
-        stored = [_bounded(run_id, step) for step in progress.steps]
+        limit = STEP_OUTPUT_LIMIT
+        if progress.room is not None and progress.steps:
+            limit = max(MIN_STEP_BYTES, min(limit, progress.room // len(progress.steps)))
+        stored = [_bounded(run_id, step, limit) for step in progress.steps]
         self._put_spilled(stored)
         finish, release = progress.finish, progress.release
         # A run that ends, or is let go, frees its lease with the same write.
@@ -450,6 +475,9 @@ class Store:
         for n, bounded in enumerate(stored):
             update.set(f"steps.#s{n}", f":s{n}", _s(bounded.text),
                        {f"#s{n}": bounded.step["step_id"]})
+        if progress.shed:
+            update.remove("steps")
+            update.set("results_shed", ":shed", {"BOOL": True})
         update.set("steps_completed", ":done", _n(progress.steps_completed))
         update.set("last_seq", ":last", _n(progress.last_seq))
         if progress.checkpoint is not None:
