@@ -251,11 +251,18 @@ def test_redrive_resumes_a_failed_run_from_the_failed_step(
     run_id = api.post(f"/api/v1/runs/{workflow_id}/execute-async", json={"data": {}}).json()["id"]
     failed = _finished(api, run_id)
     assert failed["status"] == "failed" and "answered 503" in failed["error_message"]
-    upstream.route("GET", "/ship", json={"shipped": True})
+    upstream.route("GET", "/ship", json={"shipped": True}, delay=1)
 
     answer = api.post(f"/api/v1/runs/{run_id}/redrive")
+    deadline = time.monotonic() + 30
+    while len(upstream.requests_to("/ship")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    during = api.get(f"/api/v1/runs/{run_id}").json()
 
+    # It counts the steps it really got to: not 'report', marked not reached.
     assert answer.status_code == 202 and answer.json()["status"] == "queued"
+    assert answer.json()["steps_completed"] == 3
+    assert (during["status"], during["steps_completed"]) == ("running", 3)
     run = _finished(api, run_id)
     assert run["status"] == "completed" and run["error_message"] is None
     report = next(step for step in run["steps"] if step["step_id"] == "report")
@@ -286,7 +293,7 @@ def test_redrive_reads_a_large_earlier_output_whole(
     """
     big = {"x": "hello", "pad": "é" * 450_000, "tail": "end"}
     upstream.route("POST", "/charge", json=big)
-    upstream.route("GET", "/ship", status=503, json={"error": "down"})
+    upstream.route("GET", "/ship", status=503, json={"error": "down", "pad": "x" * 40_000})
     charge = upstream.url("/charge")
     steps = (f"  - id: charge\n    type: http\n    method: POST\n    url: {charge}\n"
              f"  - id: ship\n    type: http\n    url: {upstream.url('/ship')}\n"
@@ -307,6 +314,10 @@ def test_redrive_reads_a_large_earlier_output_whole(
     # The API shows the stored summary, and not where the store keeps the rest.
     assert by_id["charge"]["output_data"]["truncated"] is True
     assert "spilled" not in by_id["charge"]
+    # Nor in the history of the step that failed with a large output and ran again.
+    executions = by_id["ship"]["executions"]
+    assert [execution["status"] for execution in executions] == ["failed", "completed"]
+    assert not any("spilled" in execution for execution in executions), executions
 
 
 def test_redrive_the_queue_refuses_leaves_the_run_failed_as_it_was(

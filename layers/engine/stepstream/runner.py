@@ -78,6 +78,15 @@ ATTEMPT_SECONDS = {"http": 30.0, "notify": 30.0, "llm": 600.0}
 NOT_REACHED = "not reached: the run ended before this step"
 
 
+def reached(stored: dict[str, Any]) -> bool:
+    """Whether a stored step result is of a step the run got to (ran, or skipped by it).
+
+    A step marked ``NOT_REACHED`` when its run ended is not: a redrive may reach it
+    yet, and until then it does not count in ``steps_completed``.
+    """
+    return not (stored.get("status") == "skipped" and stored.get("error_message") == NOT_REACHED)
+
+
 def now_iso() -> str:
     """The current UTC time in ISO 8601 with microseconds."""
     return datetime.now(UTC).isoformat()
@@ -331,9 +340,9 @@ class _Run:
         for step_id, stored in resume.results.items():
             if step_id not in self.known:
                 continue
-            result = StepResult.from_dict(stored)
-            if result.status == "skipped" and result.error == NOT_REACHED:
+            if not reached(stored):
                 continue  # a redrive may reach it yet
+            result = StepResult.from_dict(stored)
             self.last[step_id] = result
             # An output stored as a summary (over the store's limit) is read as that.
             self.scope[step_id] = SKIPPED if result.status == "skipped" else result.output

@@ -38,6 +38,7 @@ from stepstream.runner import (
     StepResult,
     end_run,
     now_iso,
+    reached,
     run_workflow,
 )
 from stepstream.store import Claim, Progress, Release, RunEnd, Store
@@ -160,7 +161,8 @@ class _StoredRecorder:
     def restore(self, results: dict[str, dict[str, Any]], steps_completed: int) -> None:
         """Take up the step results already stored for the run (loop histories too)."""
         for step_id, stored in results.items():
-            ran = [stored] if stored.get("iteration") else []
+            # Where an output is kept is the store's affair, not the execution's.
+            ran = [_step_view(stored)] if stored.get("iteration") else []
             self.executions[step_id] = list(stored.get("executions") or ran)
             self.sizes[step_id] = len(_json.dumps(stored))
         self.steps_completed = steps_completed
@@ -712,7 +714,9 @@ class Engine:
         if not run.get("checkpoint"):
             return None
         results = run.get("steps") or {}
-        recorder.restore(results, int(run.get("steps_completed", 0)))
+        # Counted as the runner counts (``_Run.restore``): a redriven run's steps that
+        # were never reached do not count.
+        recorder.restore(results, sum(map(reached, results.values())))
         if outputs:
             results = self.store.whole_outputs(results)
         return Resume(Checkpoint.from_dict(run["checkpoint"]), results,
@@ -814,7 +818,8 @@ class Engine:
         if before.get("results_shed"):
             raise RunStateError(f"run {run_id} outgrew DynamoDB's item limit and its step "
                                 "results were dropped: there is nothing to go on from")
-        record = self.store.requeue_failed(run_id)
+        record = self.store.requeue_failed(
+            run_id, sum(map(reached, (before.get("steps") or {}).values())))
         try:
             self.enqueue_run(run_id, 0, "redrive")
         except StorageError:

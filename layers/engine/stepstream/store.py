@@ -578,17 +578,22 @@ class Store:
             {":yes": {"BOOL": True}},
         )
 
-    def requeue_failed(self, run_id: str) -> dict[str, Any]:
+    def requeue_failed(self, run_id: str, steps_completed: int) -> dict[str, Any]:
         """Move a failed run back to ``queued`` to go on from its checkpoint (a redrive).
+
+        Args:
+            run_id: The run.
+            steps_completed: Its count of the steps it really got to.
 
         Raises:
             RunStateError: The run has not failed.
         """
         return self._update_in_state(
             run_id, "failed", "redriven",
-            "SET #status = :queued, resume_reason = :redrive REMOVE completed_at, "
-            "error_message, end_event, wake_at, lease_owner, lease_until, cancel_requested",
-            {":queued": _s("queued"), ":redrive": _s("redrive")},
+            "SET #status = :queued, resume_reason = :redrive, steps_completed = :done "
+            "REMOVE completed_at, error_message, end_event, wake_at, lease_owner, "
+            "lease_until, cancel_requested",
+            {":queued": _s("queued"), ":redrive": _s("redrive"), ":done": _n(steps_completed)},
         )
 
     def unqueue_redrive(self, failed: dict[str, Any]) -> None:
