@@ -329,6 +329,25 @@ def test_check_retry_on_refuses_what_is_no_kind_status_or_class(on: str, message
     assert (problem.line, problem.step_id, problem.field) == (9, "fetch", "on")
 
 
+@pytest.mark.parametrize(
+    ("keys", "wrong", "others"),
+    [
+        ("retry: {on: [600, true, bogus]}\n", "True", ("600", "'bogus'")),
+        ("retry: {on: [600, 503.5, bogus]}\n", "503.5", ("600", "'bogus'")),
+        ("accept_status: [600, true, '6xx']\n", "True", ("600", "'6xx'")),
+    ],
+    ids=["on-bool", "on-float", "accept-bool"],
+)
+def test_check_an_entry_of_a_wrong_type_hides_no_other_bad_entry(
+    keys: str, wrong: str, others: tuple[str, ...]
+) -> None:
+    [problem] = problems_with(keys)
+
+    assert f"{wrong} is not an HTTP status" in problem.message
+    assert all(other in problem.message for other in others), problem.message
+    assert "valid string" not in problem.message and "valid integer" not in problem.message
+
+
 def test_check_retry_on_names_every_bad_entry_in_one_problem() -> None:
     [problem] = problems_with("retry:\n  on: [netwrok, 503, '6xx', 700, timout]\n")
 

@@ -23,19 +23,34 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-def _status_problems(values: list[int | str], what: str) -> list[str]:
-    """What is wrong with each entry of a list of HTTP statuses and classes like '5xx'."""
+def _entry_problems(values: list[Any], what: str, kinds: bool = False) -> list[str]:
+    """What is wrong with each entry of a list of HTTP statuses, classes like '5xx' and,
+    with ``kinds``, error kinds: every entry's problem, so one round of fixes finds all."""
     problems = []
     for value in values:
-        if isinstance(value, int) and not 100 <= value <= 599:
-            problems.append(f"{what}: {value} is not an HTTP status (100-599)")
-        if isinstance(value, str) and not STATUS_CLASS.fullmatch(value):
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            also = ", an error kind" if kinds else ""
+            problems.append(f"{what}: {value!r} is not an HTTP status{also} or a class "
+                            "like '5xx'")
+        elif isinstance(value, int):
+            if not 100 <= value <= 599:
+                problems.append(f"{what}: {value} is not an HTTP status (100-599)")
+        elif STATUS_CLASS.fullmatch(value) or (kinds and value in ERROR_KINDS):
+            continue
+        elif value[:1].isdigit() and kinds:
+            problems.append(f"{value!r} is neither an HTTP status (write numbers unquoted: "
+                            "503) nor a class of them ('1xx' to '5xx')")
+        elif kinds:
+            known = ", ".join(sorted(ERROR_KINDS))
+            problems.append(f"unknown error kind {value!r} (known: {known}; or an HTTP "
+                            "status, or a class like '5xx')")
+        else:
             problems.append(f"{what}: {value!r} is neither a status nor a class like '5xx'")
     return problems
 
 
 def _refuse(problems: list[str]) -> None:
-    """One error naming every problem of a list, so one fix-and-check round finds them all."""
+    """One error naming every problem of a list."""
     if problems:
         raise ValueError("; ".join(problems))
 
@@ -63,19 +78,13 @@ class RetryPolicy(_Strict):
         f"({', '.join(sorted(ERROR_KINDS))}), HTTP statuses, or classes like '5xx'.",
     )
 
-    @field_validator("on")
+    @field_validator("on", mode="before")
     @classmethod
-    def _known(cls, values: list[str | int]) -> list[str | int]:
-        kinds = [v for v in values if isinstance(v, str) and not STATUS_CLASS.fullmatch(v)]
-        known = ", ".join(sorted(ERROR_KINDS))
-        problems = [
-            f"{kind!r} is neither an HTTP status (write numbers unquoted: 503) nor a class "
-            "of them ('1xx' to '5xx')" if kind[:1].isdigit() else
-            f"unknown error kind {kind!r} (known: {known}; or an HTTP status, or a class "
-            "like '5xx')"
-            for kind in kinds if kind not in ERROR_KINDS
-        ]
-        _refuse(problems + _status_problems([v for v in values if v not in kinds], "on"))
+    def _known(cls, values: Any) -> Any:
+        # Before pydantic's own check, which would name one entry of a wrong type, twice
+        # (once per form of ``str | int``), and none of the others.
+        if isinstance(values, list):
+            _refuse(_entry_problems(values, "on", kinds=True))
         return values
 
 
@@ -143,17 +152,12 @@ class HttpStep(_StepBase):
 
     @field_validator("accept_status", mode="before")
     @classmethod
-    def _statuses_shape(cls, value: Any) -> Any:
+    def _statuses(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            _refuse(_entry_problems(value, "accept_status"))
         if value is None or isinstance(value, list) or value == "any":
             return value
         raise ValueError(f"must be a list of statuses (200, '4xx') or 'any', not {value!r}")
-
-    @field_validator("accept_status")
-    @classmethod
-    def _statuses(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            _refuse(_status_problems(value, "accept_status"))
-        return value
 
     @field_validator("method")
     @classmethod
