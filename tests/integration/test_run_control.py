@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from stepstream import Engine, Settings
+from stepstream import Engine, Settings, _json
 from stepstream.errors import StorageError
 from stepstream.runner import NOT_REACHED
 from stepstream.store import Store
@@ -427,3 +427,39 @@ def test_run_whose_input_and_yaml_leave_no_room_ends_failed_and_is_not_redriven(
     assert run["status"] == "failed" and "400 KB" in run["error_message"], run["error_message"]
     assert sse_events(api, run_id)[-1]["type"] == "run_failed"
     assert redrive.status_code == 409 and "outgrew" in redrive.json()["detail"]
+
+
+def test_failure_kept_over_a_queued_retry_wait_is_read_whole_when_it_stands(
+    api: httpx.Client, upstream: MockHttpServer, store: Store
+) -> None:
+    """A 503 with a 20 KB body, a retry waiting in the queue, and no time left when the
+    run wakes (its message came back late): the step fails with the 503 it got, whole,
+    and the on_error step reads the body."""
+    upstream.route("GET", "/down", status=503, json={"detail": "why", "pad": "x" * 20_000})
+    steps = (f"  - id: fetch\n    type: http\n    url: {upstream.url('/down')}\n"
+             "    timeout: 60\n    on_error: continue\n"
+             "    retry: {attempts: 3, backoff: {initial: 6}, jitter: false}\n"
+             "  - id: use\n    type: notify\n    message: \"detail={fetch.body.detail}\"\n")
+    workflow_id = register(api, _workflow(steps))
+    run_id = api.post(f"/api/v1/runs/{workflow_id}/execute-async", json={"data": {}}).json()["id"]
+    deadline = time.monotonic() + 20
+    while store.get_run(run_id).get("resume_reason") != "retry_wait":
+        assert time.monotonic() < deadline, "the run never went to wait in the queue"
+        time.sleep(0.05)
+    # As if the wake-up message came back after the step's deadline (a backlog).
+    checkpoint = store.whole_checkpoint(store.get_run(run_id)["checkpoint"])
+    assert len(checkpoint["failure"]["output"]["body"]["pad"]) == 20_000
+    checkpoint["step_deadline"] = time.time()
+    store.client.update_item(
+        TableName=store.runs_table, Key={"run_id": {"S": run_id}},
+        UpdateExpression="SET checkpoint = :c",
+        ExpressionAttributeValues={":c": {"S": _json.dumps(checkpoint)}})
+
+    run = _finished(api, run_id)
+
+    assert len(upstream.requests_to("/down")) == 1
+    by_id = {step["step_id"]: step for step in run["steps"]}
+    fetch = by_id["fetch"]
+    assert fetch["output_data"]["error"]["status_code"] == 503
+    assert len(fetch["output_data"]["body"]["pad"]) == 20_000
+    assert (run["status"], by_id["use"]["output_data"]["message"]) == ("completed", "detail=why")

@@ -105,6 +105,20 @@ def test_save_progress_bounds_a_large_output(store: Store) -> None:
     assert store.whole_outputs({"a": stored})["a"]["output_data"] == big["output_data"]
 
 
+def test_save_progress_keeps_a_large_checkpoint_apart_and_reads_it_back(store: Store) -> None:
+    """A checkpoint past CHECKPOINT_LIMIT (a failure's large output) is named, not held."""
+    run_id = _new_run(store)
+    small = {"index": 1}
+    large = {"index": 2, "failure": {"output": {"body": "é" * 20_000}}}
+
+    for checkpoint in (small, large):
+        store.save_progress(run_id, OWNER, Progress([], 0, 0, checkpoint), time.time() + 60)
+        kept = store.get_run(run_id)["checkpoint"]
+
+        assert ("spilled" in kept) is (checkpoint is large)
+        assert store.whole_checkpoint(kept) == checkpoint
+
+
 @pytest.fixture
 def executor_writes(stack: LocalStack) -> Iterator[Counter[str]]:
     """DynamoDB operations of the stack's executor, counted while the test runs."""

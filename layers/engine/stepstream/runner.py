@@ -294,11 +294,12 @@ class _Failure:
     def save(self, result: StepResult) -> dict[str, Any]:
         """This failure of the attempt that ``result`` is about, for the checkpoint.
 
-        Its output (what the step got) is kept up to ``EVENT_OUTPUT_LIMIT``: the
-        checkpoint shares the run's item.
+        Its output (what the step got) is kept whole: the step may end with it after a
+        wait in the queue, and the steps after read it (the store keeps a large
+        checkpoint apart from the run's item).
         """
         return {"result": result.as_dict(), "message": self.message, "kind": self.kind,
-                "status_code": self.status_code, "output": summarize(self.output)}
+                "status_code": self.status_code, "output": self.output}
 
     def as_output(self, attempts: int) -> dict[str, Any]:
         error = {"message": self.message, "kind": self.kind, "status_code": self.status_code,

@@ -41,7 +41,7 @@ from stepstream.runner import (
     reached,
     run_workflow,
 )
-from stepstream.store import Claim, Progress, Release, RunEnd, Store
+from stepstream.store import CHECKPOINT_LIMIT, Claim, Progress, Release, RunEnd, Store
 
 logger = logging.getLogger(__name__)
 
@@ -248,8 +248,9 @@ class _StoredRecorder:
                                   for name in _FIXED_ATTRIBUTES)
         written = {step["step_id"] for step in batch}
         others = sum(size for step_id, size in self.sizes.items() if step_id not in written)
-        return (RUN_ITEM_BUDGET - self.fixed_size - others
-                - (len(_json.dumps(checkpoint)) if checkpoint else 0))
+        # A checkpoint larger than the store keeps in the item is kept apart.
+        kept = min(len(_json.dumps(checkpoint)), CHECKPOINT_LIMIT) if checkpoint else 0
+        return RUN_ITEM_BUDGET - self.fixed_size - others - kept
 
     def _hold_lease(self) -> None:
         """Make sure the lease holds before events are written without a condition.
@@ -719,7 +720,8 @@ class Engine:
         recorder.restore(results, sum(map(reached, results.values())))
         if outputs:
             results = self.store.whole_outputs(results)
-        return Resume(Checkpoint.from_dict(run["checkpoint"]), results,
+        checkpoint = self.store.whole_checkpoint(run["checkpoint"])
+        return Resume(Checkpoint.from_dict(checkpoint), results,
                       run.get("resume_reason") or "recovered", int(run.get("attempt", 1)))
 
     def _pass_over(self, run_id: str, claim: Claim) -> None:

@@ -10,7 +10,8 @@ Three tables, all created from ``template.yaml``:
   its lease (``lease_owner``, ``lease_until``: see ``claim_run``); GSIs
   ``by_workflow`` and ``by_created`` list runs newest first. An output too large for
   the run's item is kept whole in ``<run_id>#output#<uuid>#<part>`` items beside it
-  (see ``save_progress``), outside both GSIs.
+  (see ``save_progress``), outside both GSIs; so is a large checkpoint
+  (``<run_id>#checkpoint#...``).
 - events (key ``run_id`` + ``seq``): each run's events in order, ``seq`` dense from 1.
 
 User data is stored as JSON text (see ``_json``), never as DynamoDB numbers.
@@ -42,6 +43,9 @@ from stepstream.errors import (
 # (DynamoDB's item limit is 400 KB) in items of their own.
 STEP_OUTPUT_LIMIT = 32_768
 SPILL_PART_BYTES = 350_000
+# A checkpoint past this many bytes of JSON (a failed attempt's large output, kept for
+# after a retry wait) is kept apart the same way, the run's item naming where.
+CHECKPOINT_LIMIT = 16_384
 # When the run's item has less room than that for a batch of results (its input and
 # YAML take up to 384 KiB of DynamoDB's 400 KB), each result gets its share of the room,
 # but never less than this: a write that then does not fit is refused (too_large).
@@ -171,6 +175,13 @@ class _Bounded:
     parts: list[bytes]
 
 
+def _spill(run_id: str, what: str, text: str) -> tuple[dict[str, Any], list[bytes]]:
+    """Where JSON ``text`` is kept apart from the run's item (``spilled``), and its parts."""
+    data = text.encode()
+    parts = [data[at : at + SPILL_PART_BYTES] for at in range(0, len(data), SPILL_PART_BYTES)]
+    return {"key": f"{run_id}#{what}#{uuid.uuid4().hex}", "parts": len(parts)}, parts
+
+
 def _bounded(run_id: str, step: dict[str, Any], limit: int = STEP_OUTPUT_LIMIT) -> _Bounded:
     """A step result fit to store: past ``limit``, its output is summarised and kept apart.
 
@@ -181,10 +192,9 @@ def _bounded(run_id: str, step: dict[str, Any], limit: int = STEP_OUTPUT_LIMIT) 
     text = _json.dumps(step)
     if len(text) <= limit:
         return _Bounded(step, text, [])
-    output = _json.dumps(step.get("output_data")).encode()
-    parts = [output[at : at + SPILL_PART_BYTES] for at in range(0, len(output), SPILL_PART_BYTES)]
+    spilled, parts = _spill(run_id, "output", _json.dumps(step.get("output_data")))
     step = {**step, "output_data": _json.summary(step.get("output_data"), limit // 2),
-            "spilled": {"key": f"{run_id}#output#{uuid.uuid4().hex}", "parts": len(parts)}}
+            "spilled": spilled}
     text = _json.dumps(step)
     if len(text) > limit:
         step.pop("executions", None)
@@ -468,7 +478,16 @@ class Store:
         if progress.room is not None and progress.steps:
             limit = max(MIN_STEP_BYTES, min(limit, progress.room // len(progress.steps)))
         stored = [_bounded(run_id, step, limit) for step in progress.steps]
-        self._put_spilled(stored)
+        kept_apart = [(bounded.step["spilled"], bounded.parts) for bounded in stored
+                      if bounded.parts]
+        checkpoint = None
+        if progress.checkpoint is not None:
+            checkpoint = _json.dumps(progress.checkpoint)
+            if len(checkpoint) > CHECKPOINT_LIMIT:
+                spilled, parts = _spill(run_id, "checkpoint", checkpoint)
+                kept_apart.append((spilled, parts))
+                checkpoint = _json.dumps({"spilled": spilled})
+        self._put_spilled(kept_apart)
         finish, release = progress.finish, progress.release
         # A run that ends, or is let go, frees its lease with the same write.
         update = _lease_update(0 if finish or release else lease_until)
@@ -480,8 +499,8 @@ class Store:
             update.set("results_shed", ":shed", {"BOOL": True})
         update.set("steps_completed", ":done", _n(progress.steps_completed))
         update.set("last_seq", ":last", _n(progress.last_seq))
-        if progress.checkpoint is not None:
-            update.set("checkpoint", ":checkpoint", _s(_json.dumps(progress.checkpoint)))
+        if checkpoint is not None:
+            update.set("checkpoint", ":checkpoint", _s(checkpoint))
         if finish is not None:
             update.set("#status", ":status", _s(finish.status), {"#status": "status"})
             update.set("completed_at", ":at", _s(finish.completed_at))
@@ -496,16 +515,34 @@ class Store:
         cancelled = self._owned_update(run_id, owner, update, f"the progress of run {run_id}")
         return [bounded.step for bounded in stored], cancelled
 
-    def _put_spilled(self, stored: list[_Bounded]) -> None:
-        """Write the parts of the outputs kept apart from the run's item."""
+    def _put_spilled(self, kept_apart: list[tuple[dict[str, Any], list[bytes]]]) -> None:
+        """Write the parts of what is kept apart from the run's item, by their ``spilled``."""
         requests = [
-            {"PutRequest": {"Item": {"run_id": _s(f"{bounded.step['spilled']['key']}#{n}"),
-                                     "part": {"B": part}}}}
-            for bounded in stored for n, part in enumerate(bounded.parts)
+            {"PutRequest": {"Item": {"run_id": _s(f"{spilled['key']}#{n}"), "part": {"B": part}}}}
+            for spilled, parts in kept_apart for n, part in enumerate(parts)
         ]
         for start in range(0, len(requests), MAX_BATCH_ITEMS):
             self._batch_write(self.runs_table, requests[start : start + MAX_BATCH_ITEMS],
-                              "the parts of a large step output")
+                              "the parts of a large output")
+
+    def _read_spilled(self, spilled: dict[str, Any], what: str) -> Any:
+        """The JSON value kept apart in the parts ``spilled`` names.
+
+        Raises:
+            StorageError: DynamoDB refused, or a part is missing.
+        """
+        parts = []
+        for n in range(int(spilled["parts"])):
+            key = {"run_id": _s(f"{spilled['key']}#{n}")}
+            try:
+                item = self.client.get_item(TableName=self.runs_table, Key=key,
+                                            ConsistentRead=True).get("Item")
+            except ClientError as exc:
+                raise _storage_error(f"part {n} of {what}", exc) from exc
+            if item is None:
+                raise StorageError(f"part {n} of {what} is missing")
+            parts.append(item["part"]["B"])
+        return _json.loads(b"".join(parts))
 
     def whole_outputs(self, results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """``results`` with each output that was kept apart (``spilled``) read back whole.
@@ -513,25 +550,22 @@ class Store:
         Raises:
             StorageError: DynamoDB refused, or a part is missing.
         """
-        whole = dict(results)
-        for step_id, result in results.items():
-            spilled = result.get("spilled")
-            if not spilled:
-                continue
-            parts = []
-            for n in range(int(spilled["parts"])):
-                key = {"run_id": _s(f"{spilled['key']}#{n}")}
-                try:
-                    item = self.client.get_item(TableName=self.runs_table, Key=key,
-                                                ConsistentRead=True).get("Item")
-                except ClientError as exc:
-                    raise _storage_error(f"part {n} of the output of step {step_id}",
-                                         exc) from exc
-                if item is None:
-                    raise StorageError(f"part {n} of the output of step {step_id} is missing")
-                parts.append(item["part"]["B"])
-            whole[step_id] = {**result, "output_data": _json.loads(b"".join(parts))}
-        return whole
+        return {
+            step_id: {**result, "output_data": self._read_spilled(
+                result["spilled"], f"the output of step {step_id}")}
+            if result.get("spilled") else result
+            for step_id, result in results.items()
+        }
+
+    def whole_checkpoint(self, checkpoint: dict[str, Any]) -> dict[str, Any]:
+        """A run's checkpoint as the runner wrote it, read back if it was kept apart.
+
+        Raises:
+            StorageError: DynamoDB refused, or a part is missing.
+        """
+        if "spilled" not in checkpoint:
+            return checkpoint
+        return self._read_spilled(checkpoint["spilled"], "the run's checkpoint")
 
     def _owned_update(self, run_id: str, owner: str, update: _Update, what: str) -> bool:
         """Apply ``update`` if ``owner`` holds the run; True if a cancel was requested.
