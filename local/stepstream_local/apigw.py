@@ -2,7 +2,9 @@
 
 Only the routes the template declares for the function are served; others get
 API Gateway's own 404. The handler runs in a worker thread, as a Lambda invocation
-would run beside others.
+would run beside others. A function that has not answered when API Gateway would stop
+waiting gets its 504; the thread goes on (Lambda would stop the function at its own
+timeout, which the template sets no longer than this).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from stepstream_local.cfn import Template
 from stepstream_local.runtime import LocalFunction
 
 logger = logging.getLogger(__name__)
+
+# How long an HTTP API waits for its integration, at most.
+INTEGRATION_TIMEOUT_SECONDS = 30.0
 
 
 def _route_pattern(path: str) -> re.Pattern[str]:
@@ -115,16 +120,26 @@ class HttpApiFront:
         if matched is None:
             return JSONResponse({"message": "Not Found"}, status_code=404)
         event = await self.event(request, *matched)
+        wait = min(float(self.function.timeout), INTEGRATION_TIMEOUT_SECONDS)
         try:
-            result = await anyio.to_thread.run_sync(self.function.invoke, event)
+            with anyio.move_on_after(wait):
+                result = await anyio.to_thread.run_sync(self.function.invoke, event,
+                                                        abandon_on_cancel=True)
+                return _response(result)
         except Exception:  # noqa: BLE001 - API Gateway answers 500 for a crashed function
             logger.exception("function crashed", extra={"function": self.function.logical_id})
             return JSONResponse({"message": "Internal Server Error"}, status_code=500)
-        body = result.get("body") or ""
-        content = base64.b64decode(body) if result.get("isBase64Encoded") else body.encode()
-        headers = dict(result.get("headers") or {})
-        response = Response(content, status_code=int(result.get("statusCode", 200)))
-        response.headers.update(headers)
-        for cookie in result.get("cookies") or []:
-            response.headers.append("set-cookie", cookie)
-        return response
+        logger.warning("integration timed out", extra={"function": self.function.logical_id})
+        return JSONResponse({"message": "Endpoint request timed out"}, status_code=504)
+
+
+def _response(result: dict) -> Response:
+    """The HTTP response API Gateway makes of a function's payload 2.0 result."""
+    body = result.get("body") or ""
+    content = base64.b64decode(body) if result.get("isBase64Encoded") else body.encode()
+    headers = dict(result.get("headers") or {})
+    response = Response(content, status_code=int(result.get("statusCode", 200)))
+    response.headers.update(headers)
+    for cookie in result.get("cookies") or []:
+        response.headers.append("set-cookie", cookie)
+    return response
