@@ -10,12 +10,12 @@ from typing import Annotated, Any, Literal
 import api_errors
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
-from aws_lambda_powertools.event_handler.exceptions import BadRequestError
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field
 
 from stepstream import Engine, Settings, run_view, workflow_view
+from stepstream.errors import StepstreamError
 from stepstream.request_keys import start_once
 from stepstream.service import Budget
 
@@ -132,7 +132,8 @@ def trigger(path: str) -> Response[dict[str, Any]]:
     try:
         data = json.loads(raw) if raw.strip() else {}
     except ValueError as exc:
-        raise BadRequestError(f"the request body is not JSON: {exc}") from exc
+        # A 400 in the shape of every other refusal ({"detail": ...}, see api_errors).
+        raise StepstreamError(f"the request body is not JSON: {exc}") from exc
     workflow_id = engine().store.workflow_id_for_path(f"/triggers/{path}")
     headers = dict(app.current_event.headers or {})
 

@@ -124,7 +124,7 @@ def test_webhook_with_a_body_that_is_not_json_is_400(api: httpx.Client) -> None:
     )
 
     assert response.status_code == 400
-    assert "not JSON" in response.json()["message"]
+    assert "not JSON" in response.json()["detail"]
 
 
 def test_list_runs_filters_by_workflow_and_status_and_pages(api: httpx.Client) -> None:
