@@ -27,7 +27,8 @@ IDEMPOTENCY_DESCRIPTION = (
     "Optional `Idempotency-Key` header (1 to 255 characters, else 400): a repeat of the "
     "request with the same key for the same workflow within 24 hours starts no run and "
     "returns the first request's run as it is now, with the same status and "
-    "`Idempotent-Replayed: true`; the same key with a different input is a 422; a repeat "
+    "`Idempotent-Replayed: true`; the same key with a different input, or on another "
+    "of the routes that start runs, is a 422; a repeat "
     "while the first request is still creating its run may get a 409 (retry)."
 )
 # What a run's status can be, so a filter by anything else is a 422, not an empty list.
@@ -67,7 +68,7 @@ def _json(
 
 
 def _start(
-    workflow_id: str, data: Any, start: Callable[[str | None], dict[str, Any]]
+    route: str, workflow_id: str, data: Any, start: Callable[[str | None], dict[str, Any]]
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The run ``start`` creates, or, for a repeated ``Idempotency-Key``, the earlier one.
 
@@ -78,7 +79,7 @@ def _start(
                None)
     if key is None:
         return start(None), {}
-    run, replayed = start_once(engine().store, workflow_id, key, data, start)
+    run, replayed = start_once(engine().store, workflow_id, key, data, start, route)
     return run, {"Idempotent-Replayed": "true"} if replayed else {}
 
 
@@ -140,7 +141,7 @@ def trigger(path: str) -> Response[dict[str, Any]]:
     def start(run_id: str | None) -> dict[str, Any]:
         return engine().run_inline(workflow_id, data, headers, run_id=run_id, budget=_budget())
 
-    run, replay = _start(workflow_id, data, start)
+    run, replay = _start("trigger", workflow_id, data, start)
     return _json({**_run(run), "workflow_id": workflow_id}, status=200, headers=replay)
 
 
@@ -166,7 +167,7 @@ def execute(workflow_id: str, body: RunInput) -> Response[dict[str, Any]]:
         return engine().run_inline(workflow_id, body.data, None, run_id=run_id,
                                    budget=_budget())
 
-    run, replay = _start(workflow_id, body.data, start)
+    run, replay = _start("execute", workflow_id, body.data, start)
     return _json(_run(run), status=201, headers=replay)
 
 
@@ -183,7 +184,7 @@ def execute_async(workflow_id: str, body: RunInput) -> Response[dict[str, Any]]:
         engine().enqueue_run(run["run_id"])
         return run
 
-    run, replay = _start(workflow_id, body.data, start)
+    run, replay = _start("execute-async", workflow_id, body.data, start)
     return _json(_run(run), status=202, headers=replay)
 
 

@@ -68,7 +68,7 @@ def _plant(store: Store, workflow_id: str, key: str, data: Any, **numbers: int) 
     target = str(uuid.uuid4())
     item = {"run_id": {"S": request_keys.key_item_id(workflow_id, key)},
             "target_run_id": {"S": target},
-            "fingerprint": {"S": request_keys.fingerprint(data)}}
+            "fingerprint": {"S": request_keys.fingerprint(data, "execute-async")}}
     item.update({name: {"N": str(value)} for name, value in numbers.items()})
     store.client.put_item(TableName=store.runs_table, Item=item)
     return target
@@ -115,6 +115,21 @@ def test_same_key_with_another_body_is_422_and_starts_nothing(api: httpx.Client)
 
     assert other.status_code == 422
     assert "already used with a different request" in other.json()["detail"]
+    assert _runs_of(api, workflow_id) == [first.json()["id"]]
+
+
+def test_same_key_on_another_route_is_422_and_starts_nothing(api: httpx.Client) -> None:
+    """A queued run's key sent to the sync route (or a webhook's) is not a repeat of it:
+    its replay would answer as the other route did."""
+    workflow_id, hook = _workflow(api)
+    first = _queue(api, workflow_id, "routed", {"n": 1})
+
+    sync = api.post(f"/api/v1/runs/{workflow_id}/execute", json={"data": {"n": 1}},
+                    headers={"Idempotency-Key": "routed"})
+    hooked = api.post(hook, json={"n": 1}, headers={"Idempotency-Key": "routed"})
+
+    assert (sync.status_code, hooked.status_code) == (422, 422), sync.text
+    assert "already used with a different request" in sync.json()["detail"]
     assert _runs_of(api, workflow_id) == [first.json()["id"]]
 
 

@@ -3,8 +3,9 @@
 A client that sends ``Idempotency-Key`` with a request that starts a run gets, when it
 sends the request again (a retry after a timeout, a webhook delivered twice), the run
 the first one started, in its current state, instead of a new one. A key belongs to
-one workflow and lasts ``RETENTION_SECONDS``; reused with a different input it is
-refused (``IdempotencyKeyReusedError``).
+one workflow and lasts ``RETENTION_SECONDS``; reused with a different input, or on
+another route (a queued run's key sent to the sync route), it is refused
+(``IdempotencyKeyReusedError``): the answer it would replay is not that route's.
 
 Each key is one item in the runs table, beside the runs, under ``run_id = idem#<hash>``,
 where the hash is SHA-256 of the workflow id and the key (``key_item_id``): the workflow
@@ -12,7 +13,7 @@ id comes from the URL and may be any length, and DynamoDB refuses a partition ke
 2048 bytes, a refusal no retry can mend. The item holds:
 
 - ``target_run_id``: the run the key stands for, chosen before the run is created;
-- ``fingerprint``: SHA-256 of the canonical JSON of the run's input;
+- ``fingerprint``: SHA-256 of the canonical JSON of the route and the run's input;
 - ``reserved_until``: until when the run may still be on its way (epoch seconds);
 - ``expires_at``: the end of the key's life (epoch seconds; the table's TTL attribute).
 
@@ -61,9 +62,11 @@ POLL_SECONDS = 0.05
 Start = Callable[[str], dict[str, Any]]
 
 
-def fingerprint(data: Any) -> str:
-    """SHA-256 of the canonical JSON of a run's input: key order and spacing do not count."""
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+def fingerprint(data: Any, route: str = "") -> str:
+    """SHA-256 of the canonical JSON of a request: the route it came by and the run's
+    input, whose key order and spacing do not count."""
+    canonical = json.dumps([route, data], sort_keys=True, separators=(",", ":"),
+                           ensure_ascii=True)
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
@@ -136,15 +139,17 @@ class RequestKey:
         workflow_id: The workflow the request runs (the key's scope).
         key: The ``Idempotency-Key`` the client sent.
         data: The run's input, which a repeat must match.
+        route: The route the request came by, which a repeat must match too.
     """
 
-    def __init__(self, store: Store, workflow_id: str, key: str, data: Any) -> None:
+    def __init__(self, store: Store, workflow_id: str, key: str, data: Any,
+                 route: str = "") -> None:
         check_key(key)
         self.store = store
         self.workflow_id = workflow_id
         self.key = key_text(key)
         self.item_key = {"run_id": _s(key_item_id(workflow_id, self.key))}
-        self.fingerprint = fingerprint(data)
+        self.fingerprint = fingerprint(data, route)
 
     def start_once(self, start: Start) -> tuple[dict[str, Any], bool]:
         """The key's run: started now with ``start``, or the one an earlier request started.
@@ -294,7 +299,7 @@ class RequestKey:
 
 
 def start_once(
-    store: Store, workflow_id: str, key: str, data: Any, start: Start
+    store: Store, workflow_id: str, key: str, data: Any, start: Start, route: str = ""
 ) -> tuple[dict[str, Any], bool]:
     """Start a run of ``workflow_id`` once per ``key``: see ``RequestKey.start_once``.
 
@@ -304,8 +309,9 @@ def start_once(
         key: The client's ``Idempotency-Key``.
         data: The run's input; a repeat with another input is refused.
         start: Creates the run with the id it is given and returns its record.
+        route: The route the request came by; a repeat by another is refused.
 
     Returns:
         The run's record and whether an earlier request started it.
     """
-    return RequestKey(store, workflow_id, key, data).start_once(start)
+    return RequestKey(store, workflow_id, key, data, route).start_once(start)
