@@ -96,10 +96,21 @@ def _number(raw: str | None) -> int | None:
     return None
 
 
+class _BadPosition(ValueError):
+    """``?after=`` is not a seq."""
+
+
 def _position(request: Request) -> int:
-    """The last ``seq`` the client has: ``Last-Event-ID``, else ``?after=``, else 0."""
+    """The last ``seq`` the client has: ``Last-Event-ID``, else ``?after=``, else 0.
+
+    A ``Last-Event-ID`` that is no seq is ignored, as a browser may send any id it last
+    saw; an ``after`` the client typed that is no seq is refused (``_BadPosition``).
+    """
     header = _number(request.headers.get("last-event-id"))
-    query = _number(request.query_params.get("after"))
+    raw = request.query_params.get("after")
+    query = _number(raw)
+    if raw is not None and query is None:
+        raise _BadPosition(f"after must be the seq of an event (0 or more), not {raw!r}")
     return header if header is not None else query or 0
 
 
@@ -193,7 +204,10 @@ async def stream(request: Request) -> Response:
         run = await asyncio.to_thread(store().get_run, run_id)
     except NotFoundError as exc:
         return JSONResponse({"detail": str(exc)}, status_code=404)
-    position = _position(request)
+    try:
+        position = _position(request)
+    except _BadPosition as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
     if run.get("status") in FINISHED and await _has_the_end(run, position):
         # The client has everything, the last terminal event included: 204 tells
         # EventSource to stop reconnecting. (A run redriven after this answer is

@@ -172,6 +172,19 @@ def test_finished_run_stream_replays_everything_then_204_after_the_end(
     assert past_end.status_code == 204
 
 
+@pytest.mark.parametrize("after", ["abc", "-1", "2.5"])
+def test_after_that_is_no_seq_is_400_not_a_replay_from_the_start(
+    api: httpx.Client, slow_workflow: str, after: str
+) -> None:
+    """A typo in ?after= is told, rather than answered with the whole stream."""
+    _run_id, url = _start(api, slow_workflow)
+
+    answer = api.get(f"{url}&after={after}")
+
+    assert answer.status_code == 400
+    assert "after must be the seq of an event" in answer.json()["detail"]
+
+
 def test_stream_token_must_be_this_runs_and_unexpired(
     api: httpx.Client, slow_workflow: str, stack: LocalStack
 ) -> None:
