@@ -87,6 +87,11 @@ def _install_engine_errors(app: APIGatewayHttpResolver) -> None:
 
     @app.exception_handler(StorageError)
     def storage(exc: StorageError) -> Response:
+        if exc.too_large:
+            # No retry mends it: the request (its input, with the workflow) is too big.
+            logger.info("request too large to store", extra={"error": str(exc)})
+            return _json(413, {"detail": "the run is too large to store: DynamoDB holds "
+                                         "400 KB for a run's input, workflow and results"})
         logger.warning("storage unavailable", extra={"error": str(exc)})
         return _json(503, {"detail": "storage is unavailable; try again"})
 

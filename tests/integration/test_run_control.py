@@ -380,32 +380,36 @@ def httpx_reply(status: int) -> Any:
     return json_reply(status, {"status": status})
 
 
+@pytest.mark.parametrize(("count", "char"), [(15, "x"), (5, "€")], ids=["ascii", "utf8"])
 def test_many_outputs_under_the_spill_limit_that_fill_the_run_item_still_complete(
-    api: httpx.Client, upstream: MockHttpServer, store: Store
+    api: httpx.Client, upstream: MockHttpServer, store: Store, count: int, char: str
 ) -> None:
-    """15 outputs of 30 KB (each under 32 KiB) pass the 400 KB item limit together.
+    """Outputs of 30 000 characters (30 KB, or 90 KB of UTF-8 for '€'), each under the
+    32 KiB spill limit as characters, pass the 400 KB item limit together.
 
-    Each result gets its share of the room left: those that do not fit are kept apart,
-    whole, and the run completes instead of being refused its next write.
+    Each result gets its share of the room left, counted in bytes as DynamoDB counts:
+    those that do not fit are kept apart, whole, and the run completes with every result.
     """
-    upstream.route("GET", "/part", json={"pad": "x" * 30_000})
+    upstream.route("GET", "/part", json={"pad": char * 30_000})
     steps = "".join(f"  - id: p{n}\n    type: http\n    url: {upstream.url('/part')}\n"
-                    for n in range(15))
-    steps += "  - id: end\n    type: notify\n    message: \"{p0.body.pad}{p14.body.pad}\"\n"
+                    for n in range(count))
+    last = count - 1
+    steps += f"  - id: end\n    type: notify\n    message: \"{{p0.body.pad}}{{p{last}.body.pad}}\"\n"
     workflow_id = register(api, _workflow(steps))
     run_id = api.post(f"/api/v1/runs/{workflow_id}/execute-async", json={"data": {}}).json()["id"]
 
     run = _finished(api, run_id, timeout=60)
 
     assert run["status"] == "completed", run["error_message"]
-    end = next(step for step in run["steps"] if step["step_id"] == "end")
-    assert end["status"] == "completed", end
+    assert not run["results_shed"]
+    assert {step["status"] for step in run["steps"]} == {"completed"}
     stored = store.get_run(run_id)["steps"]
     kept_apart = [step_id for step_id, result in stored.items() if "spilled" in result]
     assert kept_apart, "every result stayed in the run's item"
     whole = store.whole_outputs(stored)
-    assert all(len(whole[f"p{n}"]["output_data"]["body"]["pad"]) == 30_000 for n in range(15))
-    assert len(whole["end"]["output_data"]["message"]) == 60_000  # it read p0 and p14 whole
+    assert all(whole[f"p{n}"]["output_data"]["body"]["pad"] == char * 30_000
+               for n in range(count))
+    assert len(whole["end"]["output_data"]["message"]) == 60_000  # it read both whole
 
 
 def test_run_whose_input_and_yaml_leave_no_room_ends_failed_and_is_not_redriven(
@@ -463,3 +467,67 @@ def test_failure_kept_over_a_queued_retry_wait_is_read_whole_when_it_stands(
     assert fetch["output_data"]["error"]["status_code"] == 503
     assert len(fetch["output_data"]["body"]["pad"]) == 20_000
     assert (run["status"], by_id["use"]["output_data"]["message"]) == ("completed", "detail=why")
+
+
+def _full_workflow(api: httpx.Client) -> str:
+    """100 notify steps with long ids and descriptions: 259 KB of YAML (the limit is 256 KiB
+    of text; YAML's line breaks and indent are counted once)."""
+    steps = "".join(f"  - id: n{n:03d}_{'i' * 56}\n    type: notify\n    message: hi\n"
+                    f"    description: {'d' * 2470}\n" for n in range(100))
+    return register(api, _workflow(steps))
+
+
+def test_sync_run_whose_results_do_not_fit_at_its_end_says_so(
+    api: httpx.Client, store: Store
+) -> None:
+    """Its steps all ran: it ends completed, with results_shed and every step saying where
+    its result went (its events), not 'pending'; a redrive is refused."""
+    workflow_id = _full_workflow(api)
+
+    answer = api.post(f"/api/v1/runs/{workflow_id}/execute", json={"data": {"big": "y" * 79_750}})
+
+    assert answer.status_code == 201, answer.text
+    run = api.get(f"/api/v1/runs/{answer.json()['id']}").json()
+    assert (run["status"], run["results_shed"]) == ("completed", True)
+    assert {step["status"] for step in run["steps"]} == {"unrecorded"}
+    assert "its events" in run["steps"][0]["error_message"]
+    events = sse_events(api, run["id"])
+    assert events[-1]["type"] == "run_completed"
+    assert sum(event["type"] == "step_completed" for event in events) == 101
+
+
+@pytest.mark.parametrize("how", ["cancel", "dead_letter"])
+def test_ending_from_outside_a_run_with_no_room_for_its_skips_ends_it(
+    api: httpx.Client, store: Store, how: str
+) -> None:
+    """A queued 100-step run with a 115 KB input: ended by the API's cancel or by the
+    dead-letter function, its 100 'not reached' results do not fit; it ends all the same
+    (one write, results dropped), never left running under the ender's lease."""
+    workflow_id = _full_workflow(api)
+    engine = Engine(Settings.from_env())
+    run_id = engine.create_run(workflow_id, {"big": "y" * 115_000}, None, "queued")["run_id"]
+
+    if how == "cancel":
+        answer = api.post(f"/api/v1/runs/{run_id}/cancel")
+        assert answer.status_code == 200, answer.text
+    else:
+        assert engine.fail_run(run_id, "its message went to the dead-letter queue") is True
+
+    run = api.get(f"/api/v1/runs/{run_id}").json()
+    assert run["status"] == ("cancelled" if how == "cancel" else "failed")
+    assert run["results_shed"] is True
+    assert float(store.get_run(run_id).get("lease_until", 0)) == 0  # its lease let go
+    assert sse_events(api, run_id)[-1]["type"] in ("run_cancelled", "run_failed")
+
+
+@pytest.mark.parametrize("route", ["execute", "execute-async"])
+def test_input_of_400_kb_of_utf8_is_a_413_though_it_is_100_000_characters(
+    api: httpx.Client, route: str
+) -> None:
+    """The input limit counts bytes, as DynamoDB does, not characters."""
+    workflow_id = register(api, _workflow("  - id: say\n    type: notify\n    message: hi\n"))
+
+    answer = api.post(f"/api/v1/runs/{workflow_id}/{route}", json={"data": {"e": "😀" * 100_000}})
+
+    assert answer.status_code == 413, answer.text
+    assert "bytes of JSON" in answer.json()["detail"]

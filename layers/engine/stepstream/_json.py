@@ -55,12 +55,20 @@ def dumps(value: Any) -> str:
     return text
 
 
+def size(text: str) -> int:
+    """Bytes of ``text`` in UTF-8, as DynamoDB and the wire count it (not characters)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
 def summary(value: Any, limit: int) -> Any:
-    """``value`` itself if its JSON fits in ``limit`` bytes, else a marked, bounded preview."""
+    """``value`` itself if its JSON fits in ``limit`` bytes, else a marked, bounded preview.
+
+    The preview is at most ``limit // 4`` characters, so at most ``limit`` bytes.
+    """
     text = dumps(value)
-    if len(text) <= limit:
+    if size(text) <= limit:
         return value
-    return {"truncated": True, "size": len(text), "preview": text[: limit // 4]}
+    return {"truncated": True, "size": size(text), "preview": text[: limit // 4]}
 
 
 def loads(text: str | bytes) -> Any:

@@ -54,6 +54,9 @@ MAX_INPUT_BYTES = 128 * 1024
 # What a run's item may hold in all: DynamoDB's 400 KB, less its attribute names and
 # small fields. Step results share what the input, YAML and checkpoint leave.
 RUN_ITEM_BUDGET = 380_000
+# What a step of a run whose results were dropped from its record says of itself.
+SHED_MESSAGE = ("the run's record was too full to keep this step's result; its events "
+                "on the run's stream have it")
 # Run attributes whose size stays as the run was created.
 _FIXED_ATTRIBUTES = ("yaml_content", "trigger_data", "trigger_headers", "step_order")
 # Request headers a webhook run keeps out of its input: they carry credentials.
@@ -84,6 +87,7 @@ RUN_FIELDS = (
     "created_at",
     "attempt",
     "cancel_requested",
+    "results_shed",
 )
 
 
@@ -129,13 +133,17 @@ class _StoredRecorder:
         owner: The token of this executor's lease on the run.
         record: The run's record, kept current as results are written; None if unknown.
         seq: The highest seq already stored for the run.
+        gather: Hold every event for the terminal one's write (a run ended from
+            outside, whose events are all at once).
     """
 
     def __init__(
         self, engine: Engine, run_id: str, owner: str = "",
-        record: dict[str, Any] | None = None, seq: int = 0,
+        record: dict[str, Any] | None = None, seq: int = 0, gather: bool = False,
     ) -> None:
         self.engine = engine
+        # One write with the terminal event: a full item then still takes the end.
+        self.gather = gather
         self.run_id = run_id
         self.owner = owner
         self.record = record
@@ -164,7 +172,7 @@ class _StoredRecorder:
             # Where an output is kept is the store's affair, not the execution's.
             ran = [_step_view(stored)] if stored.get("iteration") else []
             self.executions[step_id] = list(stored.get("executions") or ran)
-            self.sizes[step_id] = len(_json.dumps(stored))
+            self.sizes[step_id] = _json.size(_json.dumps(stored))
         self.steps_completed = steps_completed
 
     def emit(self, event_type: str, data: dict[str, Any]) -> None:
@@ -174,6 +182,8 @@ class _StoredRecorder:
         self.events.append((self.seq, event_type, _json.dumps(event)))
         if event_type in TERMINAL_TYPES:
             self.flush(RunEnd(data["status"], event["timestamp"], data.get("error")))
+        elif self.gather:
+            return
         elif self._waits(event_type, data) or len(self.events) >= FLUSH_EVENTS:
             self.flush()
 
@@ -244,12 +254,12 @@ class _StoredRecorder:
         if self.record is None:
             return None
         if self.fixed_size is None:
-            self.fixed_size = sum(len(_json.dumps(self.record.get(name)))
+            self.fixed_size = sum(_json.size(_json.dumps(self.record.get(name)))
                                   for name in _FIXED_ATTRIBUTES)
         written = {step["step_id"] for step in batch}
         others = sum(size for step_id, size in self.sizes.items() if step_id not in written)
         # A checkpoint larger than the store keeps in the item is kept apart.
-        kept = min(len(_json.dumps(checkpoint)), CHECKPOINT_LIMIT) if checkpoint else 0
+        kept = min(_json.size(_json.dumps(checkpoint)), CHECKPOINT_LIMIT) if checkpoint else 0
         return RUN_ITEM_BUDGET - self.fixed_size - others - kept
 
     def _hold_lease(self) -> None:
@@ -280,7 +290,7 @@ class _StoredRecorder:
         """Keep ``record`` as the table now has it."""
         if self.record is None:
             return
-        self.sizes.update({step["step_id"]: len(_json.dumps(step)) for step in stored})
+        self.sizes.update({step["step_id"]: _json.size(_json.dumps(step)) for step in stored})
         self.record["last_seq"] = self.seq
         self.record.setdefault("steps", {}).update({step["step_id"]: step for step in stored})
         if stored:
@@ -457,16 +467,19 @@ def run_view(
     # A cancel of a running run sets the flag; one of a run no executor held ends it.
     view["cancel_requested"] = (bool(record.get("cancel_requested"))
                                 or record.get("status") == "cancelled")
+    # Only a run whose item could not hold its results has them dropped.
+    view["results_shed"] = bool(record.get("results_shed"))
     view["workflow_name"] = record.get("workflow_name")
     if stream_url:
         view["stream_url"] = stream_url
     if detail:
         view["trigger_data"] = record.get("trigger_data")
         results = record.get("steps", {})
+        missing = ({"status": "unrecorded", "error_message": SHED_MESSAGE}
+                   if view["results_shed"] else {"status": "pending", "error_message": None})
         view["steps"] = [
             _step_view(results.get(step_id))
-            or {"step_id": step_id, "node_type": node_type, "status": "pending",
-                "output_data": None, "error_message": None}
+            or {"step_id": step_id, "node_type": node_type, "output_data": None, **missing}
             for step_id, node_type in record.get("step_order", [])
         ]
     return view
@@ -543,7 +556,7 @@ class Engine:
         ``run_id`` is the new run's id when the caller chose it (an idempotency key
         reserved it first); otherwise a fresh one.
         """
-        size = len(_json.dumps(data))
+        size = _json.size(_json.dumps(data))
         if size > MAX_INPUT_BYTES:
             raise InputTooLargeError(
                 f"the run's input is {size} bytes of JSON; the limit is {MAX_INPUT_BYTES}"
@@ -778,7 +791,8 @@ class Engine:
         """End ``run`` (claimed here) as its executor would have; see ``runner.end_run``."""
         run_id = run["run_id"]
         seq = max(int(run.get("last_seq", 0)), self.store.last_event_seq(run_id))
-        recorder = _StoredRecorder(self, run_id, run["lease_owner"], {"steps": {}, **run}, seq)
+        recorder = _StoredRecorder(self, run_id, run["lease_owner"], {"steps": {}, **run}, seq,
+                                   gather=True)
         resume = self._resume_of(run, recorder, outputs=False)  # ending reads no output
         end_run(_parsed(run["yaml_content"]), run_id, recorder, resume, status, error, kind)
         return recorder

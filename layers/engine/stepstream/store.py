@@ -190,13 +190,13 @@ def _bounded(run_id: str, step: dict[str, Any], limit: int = STEP_OUTPUT_LIMIT) 
     history that still does not fit is dropped.
     """
     text = _json.dumps(step)
-    if len(text) <= limit:
+    if _json.size(text) <= limit:
         return _Bounded(step, text, [])
     spilled, parts = _spill(run_id, "output", _json.dumps(step.get("output_data")))
     step = {**step, "output_data": _json.summary(step.get("output_data"), limit // 2),
             "spilled": spilled}
     text = _json.dumps(step)
-    if len(text) > limit:
+    if _json.size(text) > limit:
         step.pop("executions", None)
         text = _json.dumps(step)
     return _Bounded(step, text, parts)
@@ -483,7 +483,7 @@ class Store:
         checkpoint = None
         if progress.checkpoint is not None:
             checkpoint = _json.dumps(progress.checkpoint)
-            if len(checkpoint) > CHECKPOINT_LIMIT:
+            if _json.size(checkpoint) > CHECKPOINT_LIMIT:
                 spilled, parts = _spill(run_id, "checkpoint", checkpoint)
                 kept_apart.append((spilled, parts))
                 checkpoint = _json.dumps({"spilled": spilled})
