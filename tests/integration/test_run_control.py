@@ -163,6 +163,11 @@ def _waiting_to_retry(api: httpx.Client, upstream: MockHttpServer, store: Store)
              f"  - id: down\n    type: http\n    url: {upstream.url('/down')}\n"
              "    retry: {attempts: 3, backoff: {initial: 30}, jitter: false}\n"
              "  - id: after\n    type: notify\n    message: after\n")
+    return _queued_until_it_waits(api, store, steps)
+
+
+def _queued_until_it_waits(api: httpx.Client, store: Store, steps: str) -> str:
+    """Queue a run of ``steps`` and wait until it waits in the queue to retry; its id."""
     workflow_id = register(api, _workflow(steps))
     run_id = api.post(f"/api/v1/runs/{workflow_id}/execute-async", json={"data": {}}).json()["id"]
     deadline = time.monotonic() + 30
@@ -444,12 +449,7 @@ def test_failure_kept_over_a_queued_retry_wait_is_read_whole_when_it_stands(
              "    timeout: 60\n    on_error: continue\n"
              "    retry: {attempts: 3, backoff: {initial: 6}, jitter: false}\n"
              "  - id: use\n    type: notify\n    message: \"detail={fetch.body.detail}\"\n")
-    workflow_id = register(api, _workflow(steps))
-    run_id = api.post(f"/api/v1/runs/{workflow_id}/execute-async", json={"data": {}}).json()["id"]
-    deadline = time.monotonic() + 20
-    while store.get_run(run_id).get("resume_reason") != "retry_wait":
-        assert time.monotonic() < deadline, "the run never went to wait in the queue"
-        time.sleep(0.05)
+    run_id = _queued_until_it_waits(api, store, steps)
     # As if the wake-up message came back after the step's deadline (a backlog).
     checkpoint = store.whole_checkpoint(store.get_run(run_id)["checkpoint"])
     assert len(checkpoint["failure"]["output"]["body"]["pad"]) == 20_000
